@@ -1,0 +1,7 @@
+"""minilm: a small, readable, from-scratch language-model workbench.
+
+Public names only; each lives in its own module (see docs/CONTRACTS.md for the map).
+"""
+from minilm.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

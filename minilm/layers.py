@@ -1,0 +1,294 @@
+"""The layers of a GPT, written from tensor operations.
+
+Read top to bottom: position information (three schemes), layer norm, causal self-attention
+(a readable path and a fast path), the MLP, and the pre-norm residual block that stacks them.
+Every layer has a NumPy float64 twin in `minilm/reference/` that the tests compare against.
+
+Shape letters used in comments:
+    B  batch size          T  sequence length (time)      C  embedding width (n_embd)
+    nh number of heads     hs head size (C // nh)         V  vocabulary size
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# Position information
+# ----------------------------------------------------------------------------------------------
+
+
+class LearnedPositionEmbedding(nn.Module):
+    """One trained vector per position: x_t = wte[token_t] + wpe[t] (GPT-2).
+
+    The table has `block_size` rows, so the model cannot see past its context length.
+    """
+
+    def __init__(self, block_size: int, n_embd: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(block_size, n_embd))  # (block_size, C)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return self.weight[pos]  # (T,) -> (T, C)
+
+
+def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
+    """The fixed table of "Attention Is All You Need":
+
+        PE[t, 2i]   = sin(t / 10000^(2i / C))
+        PE[t, 2i+1] = cos(t / 10000^(2i / C))
+
+    Each pair of channels is a clock ticking at its own frequency; nothing is learned.
+    """
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    inv_freq = 10000.0 ** (-torch.arange(0, n_embd, 2, dtype=torch.float64) / n_embd)  # (C/2,)
+    angle = position * inv_freq  # (P, C/2)
+    table = torch.zeros(n_positions, n_embd, dtype=torch.float64)  # (P, C)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : n_embd // 2])  # odd C: one fewer cosine channel
+    return table
+
+
+class SinusoidalPositionEmbedding(nn.Module):
+    """Fixed sin/cos position vectors added to the token embeddings (no parameters)."""
+
+    def __init__(self, block_size: int, n_embd: int):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(block_size, n_embd), persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return self.table[pos]  # (T,) -> (T, C)
+
+
+def rope_cos_sin(pos: torch.Tensor, head_size: int, base: float = 10000.0):
+    """cos and sin of the rotary angles theta_{t,i} = t * base^(-2i / hs), i < hs/2.
+
+    Returns two (T, hs/2) tensors in float64 (the caller casts them to its dtype).
+    """
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64, device=pos.device) / head_size)
+    angle = pos.to(torch.float64)[:, None] * inv_freq[None, :]  # (T, hs/2)
+    return torch.cos(angle), torch.sin(angle)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (RoPE, Su et al. 2021), "rotate-half" layout.
+
+    Split each head vector into halves x = [x1, x2] (each hs/2 wide) and rotate every pair
+    (x1_i, x2_i) by the angle theta_{t,i}:
+
+        out = [x1 * cos - x2 * sin,  x2 * cos + x1 * sin]
+
+    A rotation keeps the norm, and q_s . k_t then depends only on s - t: positions enter the
+    attention scores as relative offsets. x: (B, nh, T, hs); cos, sin: (T, hs/2).
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # (B, nh, T, hs/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)  # (B, nh, T, hs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer norm
+# ----------------------------------------------------------------------------------------------
+
+
+class LayerNorm(nn.Module):
+    """Normalise each position's vector to zero mean and unit variance, then scale and shift:
+
+        mu = mean_c x_c,   var = mean_c (x_c - mu)^2   (the biased variance, as in the paper)
+        y  = (x - mu) / sqrt(var + eps) * weight + bias
+    """
+
+    def __init__(self, n_embd: int, bias: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_embd))  # (C,)
+        self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None  # (C,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
+        var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)  # (B, T, 1)
+        x_hat = (x - mu) / torch.sqrt(var + self.eps)  # (B, T, C)
+        y = x_hat * self.weight  # (B, T, C)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+# ----------------------------------------------------------------------------------------------
+# Causal multi-head self-attention
+# ----------------------------------------------------------------------------------------------
+
+
+def allowed_keys(T: int, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
+    """Which keys each query may attend to: (T, T) or (B, 1, T, T) booleans, True = allowed.
+
+    Causal: query t sees keys s <= t. With a padding mask (B, T), True = real token, keys at
+    padded positions are hidden too; a query may always see itself, so no row is empty and
+    padded positions produce finite (meaningless) outputs instead of NaN.
+    """
+    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # (T, T)
+    if attention_mask is None:
+        return causal
+    real_key = attention_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T)
+    itself = torch.eye(T, dtype=torch.bool, device=device)  # (T, T)
+    return causal & (real_key | itself)  # (B, 1, T, T)
+
+
+class CausalSelfAttention(nn.Module):
+    """softmax(Q K^T / sqrt(hs) + mask) V, in nh heads, then an output projection.
+
+        q, k, v = split(x W_attn^T + b_attn)          x: (B, T, C) -> 3 x (B, T, C)
+        per head: A = softmax(q k^T / sqrt(hs)), masked so position t sees only s <= t
+        y = concat_heads(A v) W_proj^T + b_proj
+
+    Two paths compute the same thing: `readable` spells out every step; `fast` calls
+    `F.scaled_dot_product_attention` (a fused kernel). `step` adds a KV cache for generation.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 rope: bool = False, impl: str = "fast"):
+        super().__init__()
+        self.n_head, self.head_size = n_head, n_embd // n_head
+        self.rope, self.impl, self.dropout = rope, impl, dropout
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # W_attn: (3C, C)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)  # W_proj: (C, C)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def qkv_heads(self, x: torch.Tensor, pos: torch.Tensor):
+        """Project x to queries, keys and values split into heads (RoPE applied to q and k)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        if self.rope:
+            cos, sin = rope_cos_sin(pos, self.head_size)  # (T, hs/2) each
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def readable_attention(self, q, k, v, allowed):
+        """The textbook computation; `allowed` is (T, T) or (B, 1, T, T) booleans."""
+        att = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, T)
+        att = att.masked_fill(~allowed, float("-inf"))  # (B, nh, T, T)
+        att = F.softmax(att, dim=-1)  # (B, nh, T, T), rows sum to 1
+        att = self.attn_dropout(att)
+        return att @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+
+    def fast_attention(self, q, k, v, allowed, causal_only: bool):
+        p = self.dropout if self.training else 0.0
+        if causal_only:  # lets the kernel skip building the mask
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv_heads(x, pos)  # (B, nh, T, hs) each
+        allowed = allowed_keys(T, attention_mask, x.device)
+        if self.impl == "readable":
+            y = self.readable_attention(q, k, v, allowed)  # (B, nh, T, hs)
+        else:
+            y = self.fast_attention(q, k, v, allowed, causal_only=attention_mask is None)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+    def step(self, x: torch.Tensor, pos: torch.Tensor, cache: dict | None):
+        """Attention for new positions `pos` given the keys/values of earlier ones in `cache`.
+
+        x: (B, T_new, C); cache holds k, v: (B, nh, T_past, hs). Query i (at absolute position
+        T_past + i) may see all past keys and the new keys up to itself. Returns (y, new cache).
+        """
+        B, T_new, C = x.shape
+        q, k, v = self.qkv_heads(x, pos)  # (B, nh, T_new, hs)
+        if cache is not None:
+            k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + T_new, hs)
+            v = torch.cat([cache["v"], v], dim=2)  # (B, nh, T_past + T_new, hs)
+        T_all = k.shape[2]
+        # query i sits at position T_all - T_new + i and sees keys 0 .. T_all - T_new + i
+        allowed = torch.ones(T_new, T_all, dtype=torch.bool, device=x.device).tril(T_all - T_new)
+        if self.impl == "readable":
+            y = self.readable_attention(q, k, v, allowed)  # (B, nh, T_new, hs)
+        elif T_new == 1:  # the common case in generation: the one new query sees every key
+            y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, nh, T_new, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T_new, C)  # (B, T_new, C)
+        return self.c_proj(y), {"k": k, "v": v}
+
+
+# ----------------------------------------------------------------------------------------------
+# MLP and the residual block
+# ----------------------------------------------------------------------------------------------
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    """GELU, exact: x Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU: max(x, 0)."""
+    return torch.clamp_min(x, 0.0)
+
+
+ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu": gelu_exact, "relu": relu}
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: y = act(x W_fc^T + b_fc) W_proj^T + b_proj.
+
+    The hidden layer is `mlp_ratio` (4) times wider than the residual stream.
+    """
+
+    def __init__(self, n_embd: int, hidden: int, activation: str = "gelu_tanh",
+                 dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)  # W_fc: (4C, C)
+        self.act = ACTIVATIONS[activation]
+        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)  # W_proj: (C, 4C)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block:
+
+        x = x + Attention(LayerNorm_1(x))
+        x = x + MLP(LayerNorm_2(x))
+
+    The residual stream x carries information straight through; each sublayer adds to it.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, mlp_hidden: int, activation: str = "gelu_tanh",
+                 dropout: float = 0.0, bias: bool = True, rope: bool = False, attn_impl: str = "fast",
+                 eps: float = 1e-5):
+        super().__init__()
+        self.ln_1 = LayerNorm(n_embd, bias=bias, eps=eps)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias, rope, attn_impl)
+        self.ln_2 = LayerNorm(n_embd, bias=bias, eps=eps)
+        self.mlp = MLP(n_embd, mlp_hidden, activation, dropout, bias)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), pos, attention_mask)  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+    def step(self, x: torch.Tensor, pos: torch.Tensor, cache: dict | None):
+        a, cache = self.attn.step(self.ln_1(x), pos, cache)
+        x = x + a  # (B, T_new, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T_new, C)
+        return x, cache
