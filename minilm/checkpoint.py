@@ -1,0 +1,212 @@
+"""Checkpoints: one versioned file per run state, written atomically, checked before use.
+
+A checkpoint is a dict (see docs/CONTRACTS.md) holding only tensors and plain Python values,
+so it loads with `torch.load(weights_only=True)` and never unpickles arbitrary objects:
+
+    format          int, FORMAT_VERSION
+    model_kind      "gpt" | "lstm"
+    model_config    dict (Config.to_dict())
+    model           state_dict of the bare model (unwrapped from torch.compile and DDP)
+    optimizer       optimizer.state_dict()
+    step            int, the number of optimizer steps done
+    data_state      the batch sampler's generator state
+    rng             python / numpy / torch / cuda RNG states
+    tokenizer       the tokenizer's JSON text
+    train_config    dict (TrainConfig.to_dict())
+    best_val_loss   float, history (list of eval records)  [training bookkeeping]
+
+Loading checks the format, the model kind and the config before any weight is touched, and
+turns every failure (missing, truncated, corrupt, mismatched file) into a one-line CheckpointError.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minilm.data import UserError, tokenizer_from_json
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "model_kind", "model_config", "model", "tokenizer")
+
+
+class CheckpointError(UserError):
+    """A checkpoint file that cannot be used: missing, damaged, or for another model/tokenizer."""
+
+
+def model_registry() -> dict:
+    """`--model` name -> (ModelClass, ConfigClass), from `minilm.MODELS` (docs/CONTRACTS.md)."""
+    import minilm
+
+    registry = getattr(minilm, "MODELS", None)
+    if registry:
+        return dict(registry)
+    registry = {}  # fallback while the package's __init__ does not list them yet
+    try:
+        from minilm.gpt import GPT, GPTConfig
+
+        registry["gpt"] = (GPT, GPTConfig)
+    except ImportError:
+        pass
+    try:
+        from minilm.lstm import LSTMConfig, LSTMLM
+
+        registry["lstm"] = (LSTMLM, LSTMConfig)
+    except ImportError:
+        pass
+    return registry
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside DistributedDataParallel (`.module`) and torch.compile (`._orig_mod`)."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG states
+# ----------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict:
+    """The states of every random generator a run touches, as tensors and plain values."""
+    python_state = random.getstate()  # (version, tuple of 625 ints, gauss_next)
+    numpy_state = np.random.get_state()  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    state = {
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Save and read
+# ----------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
+    """Write `checkpoint` to `path` atomically: a temp file in the same folder, then os.replace.
+
+    A crash or Ctrl-C mid-write leaves the previous file untouched (at worst a stray .tmp file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"format": FORMAT_VERSION, **checkpoint}
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint dict (on the CPU) and check its format; raise CheckpointError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--ckpt: no checkpoint file at {str(path)!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for damaged zip/pickle data
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"--ckpt: {str(path)!r} is not a readable minilm checkpoint (truncated or corrupt? {reason})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "format" not in checkpoint:
+        raise CheckpointError(f"--ckpt: {str(path)!r} is not a minilm checkpoint (no 'format' field)")
+    if checkpoint["format"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"--ckpt: {str(path)!r} has checkpoint format {checkpoint['format']!r}; this minilm reads format {FORMAT_VERSION}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"--ckpt: {str(path)!r} lacks the field(s) {', '.join(missing)}")
+    return checkpoint
+
+
+def config_from_checkpoint(checkpoint: dict, path: str = "checkpoint"):
+    """(ModelClass, config) described by a checkpoint, validated before any weight is read."""
+    registry = model_registry()
+    kind = checkpoint["model_kind"]
+    if kind not in registry:
+        raise CheckpointError(f"--ckpt: {path!r} holds a model of kind {kind!r}; expected one of {sorted(registry)}")
+    model_class, config_class = registry[kind]
+    try:
+        config = config_class.from_dict(checkpoint["model_config"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"--ckpt: {path!r} has an invalid {kind} config ({error})") from None
+    return model_class, config
+
+
+def check_compatible(checkpoint: dict, model_kind: str, model_config: dict, tokenizer_json: str,
+                     path: str = "checkpoint") -> None:
+    """Refuse to resume from a checkpoint of another model kind, shape or tokenizer."""
+    if checkpoint["model_kind"] != model_kind:
+        raise CheckpointError(
+            f"--resume: {path!r} holds a {checkpoint['model_kind']!r} model; this run asks for --model {model_kind}"
+        )
+    saved = checkpoint["model_config"]
+    differing = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
+    if differing:
+        details = ", ".join(f"{k}={saved.get(k)!r} vs {model_config.get(k)!r}" for k in differing[:4])
+        raise CheckpointError(f"--resume: {path!r} has a different model config ({details})")
+    if checkpoint["tokenizer"] != tokenizer_json:
+        raise CheckpointError(f"--resume: {path!r} was trained with a different tokenizer than --tokenizer gives")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Load a checkpoint for use: returns (model in eval mode on `device`, tokenizer, checkpoint)."""
+    checkpoint = read_checkpoint(path)
+    model_class, config = config_from_checkpoint(checkpoint, str(path))
+    try:
+        tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
+    except Exception as error:
+        raise CheckpointError(f"--ckpt: {str(path)!r} carries an unreadable tokenizer ({error})") from None
+    vocab_size = getattr(config, "vocab_size", tokenizer.vocab_size)
+    if vocab_size != tokenizer.vocab_size:
+        raise CheckpointError(
+            f"--ckpt: {str(path)!r}: model vocab_size {vocab_size} does not match its tokenizer's {tokenizer.vocab_size}"
+        )
+    model = model_class(config)
+    load_weights(model, checkpoint["model"], str(path))
+    model.to(device)
+    model.eval()
+    return model, tokenizer, checkpoint
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, path: str = "checkpoint") -> None:
+    """load_state_dict(strict=True), with a one-line error when names or shapes do not match."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()
+        reason = " ".join(line.strip() for line in first[:3])[:200]
+        raise CheckpointError(f"--ckpt: {path!r}: weights do not fit the model ({reason})") from None
