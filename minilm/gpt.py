@@ -44,7 +44,8 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
     pos_emb: str = "learned"  # one of POSITION_SCHEMES
     activation: str = "gelu_tanh"  # one of minilm.layers.ACTIVATIONS
-    attn_impl: str = "fast"  # "fast" (F.scaled_dot_product_attention) or "readable"
+    attn_impl: str = "fast"  # "fast": fused kernels (F.scaled_dot_product_attention, F.gelu);
+    #                          "readable": every step of attention and GELU written out
     tie_weights: bool = True  # lm_head shares its matrix with the token embedding
     layer_norm_eps: float = 1e-5
 
