@@ -1,0 +1,44 @@
+"""minilm.reference: NumPy float64 twins of the layers in `minilm.layers` and `minilm.gpt`.
+
+Each twin is a pair of functions, written to be read side by side with its PyTorch layer:
+
+    y, cache = xxx_forward(x, p, ...)       p: float64 arrays keyed like the module's state_dict()
+    dx, dp   = xxx_backward(dy, cache)      dp: gradients keyed the same way
+
+The backward passes are written by hand (no autograd), with the derivation in each docstring.
+All twins model eval mode (no dropout). This package imports only NumPy and the standard library.
+
+    embedding.py   token table, learned and sinusoidal positions
+    rope.py        rotary position embedding
+    layernorm.py   layer norm
+    linear.py      the affine map inside every projection
+    attention.py   causal self-attention with padding masks
+    mlp.py         MLP and its activations (gelu_tanh, gelu, relu)
+    block.py       the pre-norm residual block
+    gpt.py         the whole model, with weight tying
+    loss.py        softmax cross-entropy with ignore_index = -1
+    params.py      parameter dicts, params_from_torch / params_to_torch
+"""
+from minilm.reference.attention import (allowed_keys, attention_backward, attention_core_backward,
+                                        attention_core_forward, attention_forward, softmax)
+from minilm.reference.block import block_backward, block_forward
+from minilm.reference.embedding import (embedding_backward, embedding_forward, learned_position_backward,
+                                        learned_position_forward, sinusoidal_table)
+from minilm.reference.gpt import gpt_backward, gpt_forward, gpt_loss
+from minilm.reference.layernorm import layernorm_backward, layernorm_forward
+from minilm.reference.linear import linear_backward, linear_forward
+from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
+from minilm.reference.mlp import (ACTIVATIONS, gelu_backward, gelu_forward, gelu_tanh_backward,
+                                  gelu_tanh_forward, mlp_backward, mlp_forward, relu_backward, relu_forward)
+from minilm.reference.params import params_from_torch, params_to_torch, sub, with_prefix
+from minilm.reference.rope import rope_backward, rope_cos_sin, rope_forward
+
+__all__ = [
+    "ACTIVATIONS", "allowed_keys", "attention_backward", "attention_core_backward", "attention_core_forward",
+    "attention_forward", "block_backward", "block_forward", "cross_entropy_backward", "cross_entropy_forward",
+    "embedding_backward", "embedding_forward", "gelu_backward", "gelu_forward", "gelu_tanh_backward",
+    "gelu_tanh_forward", "gpt_backward", "gpt_forward", "gpt_loss", "layernorm_backward", "layernorm_forward",
+    "learned_position_backward", "learned_position_forward", "linear_backward", "linear_forward",
+    "mlp_backward", "mlp_forward", "params_from_torch", "params_to_torch", "relu_backward", "relu_forward",
+    "rope_backward", "rope_cos_sin", "rope_forward", "sinusoidal_table", "softmax", "sub", "with_prefix",
+]
