@@ -110,12 +110,12 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
-        var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)  # (B, T, 1)
-        x_hat = (x - mu) / torch.sqrt(var + self.eps)  # (B, T, C)
-        y = x_hat * self.weight  # (B, T, C)
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        xc = x - mu  # (B, T, C), centred
+        var = xc.square().mean(dim=-1, keepdim=True)  # (B, T, 1)
+        x_hat = xc * torch.rsqrt(var + self.eps)  # (B, T, C), rsqrt(v) = 1 / sqrt(v)
+        if self.bias is None:
+            return x_hat * self.weight  # (B, T, C)
+        return torch.addcmul(self.bias, x_hat, self.weight)  # (B, T, C): bias + x_hat * weight in one kernel
 
 
 # ----------------------------------------------------------------------------------------------
