@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from minilm.reference.embedding import embedding_backward, embedding_forward
+from minilm.reference.params import sub, with_prefix
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -185,7 +188,8 @@ def recurrent_stack_backward(dy, dstate, cache):
 
 
 # ----------------------------------------------------------------------------------------------
-# The language model: embedding -> stack -> (projection) -> output layer, and cross-entropy
+# The language model: embedding -> stack -> (projection) -> output layer
+# (the loss is minilm.reference.loss.cross_entropy_forward / _backward, shared with the GPT)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -195,15 +199,14 @@ def lstm_lm_forward(idx, p, state=None, cell="lstm"):
     The model's shape is read from the keys of p: "proj.weight" present = tied with a projection,
     "head.weight" present = untied head, neither = tied with H == E.
     """
-    x = p["wte.weight"][idx]  # (B, T, E)
-    rnn_p = {name[len("rnn."):]: value for name, value in p.items() if name.startswith("rnn.")}
-    y, state, rnn_cache = recurrent_stack_forward(x, rnn_p, state, cell)  # (B, T, H)
+    x, embedding_cache = embedding_forward(idx, sub(p, "wte"))  # (B, T, E)
+    y, state, rnn_cache = recurrent_stack_forward(x, sub(p, "rnn"), state, cell)  # (B, T, H)
     top = y  # (B, T, H)
     if "proj.weight" in p:
         y = top @ p["proj.weight"].T  # (B, T, E)
     W_out = p["head.weight"] if "head.weight" in p else p["wte.weight"]  # (V, H) or (V, E)
     logits = y @ W_out.T  # (B, T, V)
-    return logits, state, (idx, p, rnn_cache, top, y)
+    return logits, state, (p, embedding_cache, rnn_cache, top, y)
 
 
 def lstm_lm_backward(dlogits, cache, dstate=None):
@@ -212,46 +215,20 @@ def lstm_lm_backward(dlogits, cache, dstate=None):
     Returns (dstate at the initial state, dp keyed like p). With tying, the embedding matrix
     gets two contributions: from the output layer and from the rows the lookup used.
     """
-    idx, p, rnn_cache, top, y = cache
-    dp = {}
+    p, embedding_cache, rnn_cache, top, y = cache
     W_out = p["head.weight"] if "head.weight" in p else p["wte.weight"]  # (V, H) or (V, E)
     dW_out = np.einsum("btv,btk->vk", dlogits, y)  # (V, H) or (V, E)
     dy = dlogits @ W_out  # (B, T, H) or (B, T, E)
+    dp = {}
     if "proj.weight" in p:
         dp["proj.weight"] = np.einsum("bte,bth->eh", dy, top)  # (E, H)
         dy = dy @ p["proj.weight"]  # (B, T, H)
     dx, dstate0, rnn_dp = recurrent_stack_backward(dy, dstate, rnn_cache)  # dx (B, T, E)
-    for name, grad in rnn_dp.items():
-        dp["rnn." + name] = grad
-    dwte = np.zeros_like(p["wte.weight"])  # (V, E)
-    np.add.at(dwte, idx, dx)  # each lookup sends its gradient back to its row
+    dp.update(with_prefix(rnn_dp, "rnn"))
+    _, embedding_dp = embedding_backward(dx, embedding_cache)  # each lookup's gradient to its row
+    dp["wte.weight"] = embedding_dp["weight"]  # (V, E)
     if "head.weight" in p:
         dp["head.weight"] = dW_out
     else:
-        dwte += dW_out
-    dp["wte.weight"] = dwte
+        dp["wte.weight"] = dp["wte.weight"] + dW_out  # tied: the output layer's share
     return dstate0, dp
-
-
-def cross_entropy_forward(logits, targets):
-    """Mean of -log softmax(logits)[target] over positions whose target is not -1.
-
-    logits (B, T, V), targets (B, T) ints -> (loss, cache).
-    """
-    shifted = logits - logits.max(axis=-1, keepdims=True)  # (B, T, V): same softmax, no overflow
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (B, T, V)
-    valid = targets != -1  # (B, T)
-    safe_targets = np.where(valid, targets, 0)  # (B, T)
-    picked = np.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]  # (B, T)
-    n_valid = valid.sum()
-    loss = -(picked * valid).sum() / n_valid
-    return loss, (log_probs, safe_targets, valid, n_valid)
-
-
-def cross_entropy_backward(dloss, cache):
-    """dlogits (B, T, V) = dloss * (softmax - one_hot(target)) / n_valid at valid positions, else 0."""
-    log_probs, safe_targets, valid, n_valid = cache
-    dlogits = np.exp(log_probs)  # (B, T, V): softmax
-    np.put_along_axis(dlogits, safe_targets[..., None],
-                      np.take_along_axis(dlogits, safe_targets[..., None], axis=-1) - 1.0, axis=-1)
-    return dloss * dlogits * valid[..., None] / n_valid  # (B, T, V)
