@@ -219,6 +219,8 @@ def generate_without_cache(model: torch.nn.Module, prompt_ids, max_new_tokens: i
     Models without a block_size (LSTM) read the whole sequence every step.
     """
     check_sampling_args(temperature, top_k, top_p)
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if policy not in CONTEXT_POLICIES:
         raise ValueError(f"policy must be one of {CONTEXT_POLICIES}, got {policy!r}")
     idx = _as_batch(prompt_ids, _model_device(model))  # (B, T)
