@@ -170,9 +170,9 @@ PRESETS: dict[str, dict] = {
                       model_args={"gpt": dict(n_layer=6, n_head=6, n_embd=384, dropout=0.2),
                                   "lstm": dict(n_layer=3, n_embd=384, n_hidden=768, dropout=0.2)}),
     # Seconds, not minutes: for tests and CI.
-    "ci-tiny": dict(block_size=32, batch_size=8, steps=150, lr=3e-3, min_lr=3e-4, warmup_steps=10,
-                    eval_interval=50, eval_windows=64,
-                    model_args={"gpt": dict(n_layer=2, n_head=2, n_embd=32, dropout=0.0),
+    "ci-tiny": dict(block_size=64, batch_size=16, steps=500, lr=4e-3, min_lr=4e-4, warmup_steps=20,
+                    eval_interval=100, eval_windows=64,
+                    model_args={"gpt": dict(n_layer=2, n_head=4, n_embd=64, dropout=0.0),
                                 "lstm": dict(n_layer=1, n_embd=32, n_hidden=64, dropout=0.0)}),
 }
 
