@@ -151,7 +151,10 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T), ignore_index=-1)
+            flat = logits.view(B * T, -1)  # (B*T, V)
+            if flat.dtype in (torch.float16, torch.bfloat16):  # under autocast: softmax in float32
+                flat = flat.float()
+            loss = F.cross_entropy(flat, targets.reshape(B * T), ignore_index=-1)
         return logits, loss
 
     # ------------------------------------------------------------------------------------------
