@@ -3,5 +3,6 @@
 Public names only; each lives in its own module (see docs/CONTRACTS.md for the map).
 """
 from minilm.gpt import GPT, GPTConfig
+from minilm.lstm import LSTMLM, LSTMConfig
 
 __all__ = ["GPT", "GPTConfig"]
