@@ -10,6 +10,13 @@ One thread by default: on a small machine shared with other jobs, two threads pe
 oversubscribe the cores and both sides slow down ~10x (spin-waiting), which measures the
 neighbours, not the LSTM. Pass --threads 2 (or more) on an idle machine.
 
+What limits ours (torch profiler, 1 thread): the matmuls are the same on both sides, but autograd
+differentiates each step on its own, so dW_hh is built as T small products dgates_t^T h_{t-1}
+(inner size B: slow GEMMs) plus T additions of a (4H, H) matrix; oneDNN's LSTM (what nn.LSTM runs
+on CPU) does one large GEMM over all steps. This costs about a third of our step at H=512, B=16,
+so the ratio falls with larger H and smaller B (~0.5x there, ~0.7-0.9x at the defaults). The
+Python loop itself (about ten small ops per step) matters only for tiny models.
+
     .venv/bin/python bench/lstm.py                      # defaults below
     .venv/bin/python bench/lstm.py --hidden 512 --layers 1 --batch 64 --seq 128 --threads 2
 """
