@@ -5,4 +5,7 @@ Public names only; each lives in its own module (see docs/CONTRACTS.md for the m
 from minilm.gpt import GPT, GPTConfig
 from minilm.lstm import LSTMLM, LSTMConfig
 
-__all__ = ["GPT", "GPTConfig"]
+# `--model` name -> (model class, config class); every entry follows the model contract.
+MODELS = {"gpt": (GPT, GPTConfig), "lstm": (LSTMLM, LSTMConfig)}
+
+__all__ = ["GPT", "GPTConfig", "LSTMLM", "LSTMConfig", "MODELS"]
