@@ -1,0 +1,184 @@
+"""Generation speed: our KV-cache path vs our no-cache path, batch 1, in one run.
+
+The model has the shape of nanoGPT's README CPU config (4 layers, 4 heads, 128 wide, block 64,
+vocabulary 256 bytes); the weights are random (speed does not depend on them) unless --ckpt is
+given. Each round generates --tokens new tokens from a one-token prompt ("\\n") with nanoGPT's
+sample.py settings (temperature 0.8, top-k 200):
+
+    cached    minilm.sampling.generate: GPT.step with a KV cache, one token per forward
+    no-cache  minilm.sampling.generate_without_cache: the full forward over the last block_size
+              tokens every step (what nanoGPT does)
+
+The two are timed in alternating rounds, so load from other processes hits both alike, and the
+median round is reported, with the ratio, tokens per CPU-second of this process (less sensitive to other jobs than the wall clock,
+though not immune: they still share caches and cores), peak memory and model FLOPs utilisation (MFU) against
+a float32 matmul rate measured in the same run. FLOPs per generated token, forward only:
+2N + 4 L T d (a third of the training formula 6N + 12 L T d), N = non-embedding parameters,
+T = the average context length the token attends to.
+
+Threads: one by default. Batch-1 generation of a small model is a chain of tiny matrix-vector
+products; splitting each over threads costs more than it saves, and on a machine shared with
+other jobs two threads per process can slow everything down ~10x. `--threads 0` compares.
+
+    .venv/bin/python bench/sample.py
+    .venv/bin/python bench/sample.py --tokens 500 --rounds 5 --threads 0 --profile
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from minilm.gpt import GPT, GPTConfig
+from minilm.sampling import generate, generate_without_cache
+
+NANOGPT_TOKENS_PER_S = 318  # nanoGPT sample.py, no cache (issue 5, same machine class, 2026-11-23)
+TRANSFORMERS_TOKENS_PER_S = 347  # Hugging Face GPT-2 class with its cache, same shapes
+
+
+def matmul_flops_per_s(device: torch.device, n: int = 512, repeats: int = 20) -> float:
+    """Achieved float32 matmul rate (FLOP/s) of an n x n @ n x n product, best of a few tries."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(3):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2 * n ** 3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for one call of fn."""
+    sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def average_context(prompt_len: int, new_tokens: int, block_size: int) -> float:
+    """Mean number of keys each generated token attends to under GPT.step's re-fill policy."""
+    total, n = 0, min(prompt_len, block_size)
+    for _ in range(new_tokens):
+        total += n
+        n = n + 1 if n + 1 <= block_size else max(block_size // 2, 1)
+    return total / max(new_tokens, 1)
+
+
+def profile_step(model: GPT, device: torch.device, steps: int = 200) -> None:
+    """Where the time of one cached decoding step goes: the top operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    idx = torch.zeros(1, 1, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        _, state = model.step(idx)
+        for _ in range(20):  # warm up, and stay below block_size so no re-fill is profiled
+            _, state = model.step(idx, state)
+        state_start = state
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            state = state_start
+            for i in range(steps):
+                _, state = model.step(idx, state if i % 40 else state_start)
+        wall = time.perf_counter() - start
+    print(f"\nprofile: {steps} cached steps (profiler overhead included: {wall / steps * 1e3:.2f} ms/step)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Generation tokens/s: KV cache vs no cache, batch 1.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=500, help="new tokens per round")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each path (median reported)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = PyTorch's default")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument("--ckpt", default=None, help="time this checkpoint's model instead of a random one")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    parser.add_argument("--top-k", type=int, default=200, help="top-k (nanoGPT's default)")
+    parser.add_argument("--profile", action="store_true", help="also profile the cached step by operator")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.ckpt:
+        from minilm.checkpoint import load_model
+
+        model = load_model(args.ckpt, device)[0]
+    else:
+        torch.manual_seed(0)
+        config = GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+        model = GPT(config).to(device).eval()
+    c = model.config
+    prompt = [10]  # "\n"
+    settings = dict(temperature=args.temperature, top_k=args.top_k)
+
+    def cached():
+        generate(model, prompt, args.tokens, generator=torch.Generator(device).manual_seed(1), **settings)
+
+    def uncached():
+        generate_without_cache(model, prompt, args.tokens, generator=torch.Generator(device).manual_seed(1),
+                               **settings)
+
+    print(f"minilm generation bench: {platform.processor() or platform.machine()}, {device}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"model: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, block {c.block_size}, "
+          f"vocab {c.vocab_size}; batch 1, {args.tokens} new tokens, temperature {args.temperature}, "
+          f"top-k {args.top_k}")
+    rss_before = peak_rss_mib()
+    cached(), uncached()  # warm-up
+    times = {"cached": [], "no-cache": []}  # (wall, cpu) per round
+    for _ in range(args.rounds):  # alternate, so that bursts of outside load hit both paths
+        times["cached"].append(timed(cached, device))
+        times["no-cache"].append(timed(uncached, device))
+    rate = {name: args.tokens / statistics.median(w for w, _ in t) for name, t in times.items()}
+    best = {name: args.tokens / min(w for w, _ in t) for name, t in times.items()}
+    per_cpu_s = {name: args.tokens / statistics.median(c for _, c in t) for name, t in times.items()}
+
+    flops_rate = matmul_flops_per_s(device)
+    N = model.num_params(non_embedding=True)
+    T_avg = average_context(len(prompt), args.tokens, c.block_size)
+    flops_per_token = 2 * N + 4 * c.n_layer * T_avg * c.n_embd
+    for name in ("cached", "no-cache"):
+        mfu = rate[name] * flops_per_token / flops_rate
+        print(f"{name:>9}: {rate[name]:7.0f} tokens/s median of {args.rounds} (best {best[name]:.0f}), "
+              f"{1e3 / rate[name]:.2f} ms/token, MFU {mfu:.2%}; {per_cpu_s[name]:.0f} tokens per CPU-second")
+    print(f"    ratio: cached / no-cache = {rate['cached'] / rate['no-cache']:.2f}x "
+          f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: above the core count, "
+          f"other jobs share them and wall-clock rates drop)")
+    print(f"   memory: peak RSS {peak_rss_mib():.0f} MiB (after import and model: {rss_before:.0f} MiB); "
+          f"KV cache at block_size: {2 * c.n_layer * c.block_size * c.n_embd * 4 / 2**10:.0f} KiB")
+    if device.type == "cuda":
+        print(f"           peak CUDA memory allocated {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
+    print(f"   matmul: {flops_rate / 1e9:.1f} GFLOP/s (float32 512x512); model FLOPs/token {flops_per_token / 1e6:.2f} M "
+          f"(N = {N:,} non-embedding params, mean context {T_avg:.1f})")
+    print(f"   target: >= {3 * NANOGPT_TOKENS_PER_S} tokens/s (3x nanoGPT's {NANOGPT_TOKENS_PER_S}) and "
+          f">= {2 * TRANSFORMERS_TOKENS_PER_S} (2x transformers' {TRANSFORMERS_TOKENS_PER_S}); cached: "
+          f"{rate['cached'] / NANOGPT_TOKENS_PER_S:.2f}x nanoGPT, {rate['cached'] / TRANSFORMERS_TOKENS_PER_S:.2f}x "
+          f"transformers (their figures were taken on an idle machine; rerun when yours is idle)")
+    if args.profile:
+        profile_step(model, device)
+
+
+if __name__ == "__main__":
+    main()
