@@ -343,6 +343,22 @@ def test_text_streamer_one_byte_per_token():
     assert "😀" in pieces  # the 4-byte character came out whole, once its last byte arrived
 
 
+def test_text_streamer_with_bpe_tokens_that_split_characters():
+    """A byte-level BPE token can hold the end of one character and the start of the next."""
+    bpe = pytest.importorskip("minilm.bpe")
+    tokenizer = bpe.BPETokenizer.train("日本語の文章。日本の本。明日早春是星期" * 20, 258)
+    text = "日本の本。the cat"
+    ids = tokenizer.encode(text)
+    assert any(b"\xa5\xe6" == tokenizer.token_bytes(i) for i in ids)  # "日" ends, "本" starts mid-token
+    pieces = []
+    streamer = TextStreamer(tokenizer, pieces.append)
+    for i in ids:
+        streamer(torch.tensor([i]))
+    streamer.finish()
+    assert "".join(pieces) == text == tokenizer.decode(ids)
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
 def test_streamed_generation_equals_decoded_output():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
@@ -515,3 +531,22 @@ def test_cli_subprocess_exit_codes(ckpt, tmp_path):
         lines = bad.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("sample.py: error:") and name in lines[0], bad.stderr
         assert bad.stdout == ""
+
+
+def test_cli_lstm_with_bpe_tokenizer(tmp_path):
+    """sample.py with the other model and the other tokenizer: carried state, no block_size."""
+    lstm = pytest.importorskip("minilm.lstm")
+    bpe = pytest.importorskip("minilm.bpe")
+    checkpoint_module = pytest.importorskip("minilm.checkpoint")
+    tokenizer = bpe.BPETokenizer.train("日本語の文章。日本の本。the cat sat on the mat. " * 10, 262)
+    torch.manual_seed(0)
+    model = lstm.LSTMLM(lstm.LSTMConfig(vocab_size=tokenizer.vocab_size, n_embd=8, n_hidden=8, n_layer=1))
+    path = checkpoint_module.save_checkpoint(tmp_path / "lstm.pt", {
+        "model_kind": "lstm", "model_config": model.config.to_dict(), "model": model.state_dict(),
+        "tokenizer": tokenizer.to_json(), "train_config": {}})
+    argv = ["--ckpt", str(path), "--prompt", "日本", "--max-new-tokens", "30", "--temperature", "1.5"]
+    status, out, err = run_main(*argv)
+    assert status == 0, err
+    assert out.startswith("日本") and run_main(*argv)[1] == out
+    status, _, err = run_main(*argv, "--novelty")  # this checkpoint records no training data
+    assert status == 2 and "--data" in err
