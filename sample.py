@@ -16,6 +16,7 @@ Mistakes in the inputs (a missing checkpoint, a bad flag value) print one line s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-new-tokens: expected an integer >= 1, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise UserError(f"--num-samples: expected an integer >= 1, got {args.num_samples}")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed: expected an integer in [0, 2**63), got {args.seed}")
     if args.threads < 0:
         raise UserError(f"--threads: expected an integer >= 0 (0 = PyTorch's choice), got {args.threads}")
     if args.novelty_n < 1:
@@ -185,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `python sample.py | head -3`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     return 0
 
 

@@ -475,6 +475,7 @@ def run_main(*argv):
     (["--prompt-file", "/nonexistent/prompt.txt"], "--prompt-file"),
     (["--max-new-tokens", "0"], "--max-new-tokens"),
     (["--device", "tpu"], "--device"),
+    (["--seed", str(2**70)], "--seed"),
     (["--novelty", "--data", "/nonexistent/corpus.txt"], "--data"),
 ])
 def test_cli_bad_inputs_one_line_status_2(ckpt, argv, names):
