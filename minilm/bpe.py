@@ -354,23 +354,27 @@ def train_incremental(word_counts: Counter, vocab_size: int, min_frequency: int 
         for index in words_with_pair.pop((a, b)):
             word = words[index]
             word_count = counts[index]
-            i = 0
-            while i < len(word) - 1:
-                if word[i] == a and word[i + 1] == b:
-                    if i > 0:  # "x a b" -> "x ab"
-                        x = word[i - 1]
-                        pair_counts[x, a] -= word_count
-                        pair_counts[x, new_id] += word_count
-                        words_with_pair[x, new_id].add(index)
-                        grown.add((x, new_id))
-                    word[i:i + 2] = [new_id]
-                    if i + 1 < len(word):  # "a b y" -> "ab y"
-                        y = word[i + 1]
-                        pair_counts[b, y] -= word_count
-                        pair_counts[new_id, y] += word_count
-                        words_with_pair[new_id, y].add(index)
-                        grown.add((new_id, y))
-                i += 1
+            i = -1
+            while True:  # visit each a, left to right; list.index scans at C speed
+                try:
+                    i = word.index(a, i + 1)
+                except ValueError:
+                    break
+                if i + 1 == len(word) or word[i + 1] != b:
+                    continue
+                if i > 0:  # "x a b" -> "x ab"
+                    x = word[i - 1]
+                    pair_counts[x, a] -= word_count
+                    pair_counts[x, new_id] += word_count
+                    words_with_pair[x, new_id].add(index)
+                    grown.add((x, new_id))
+                word[i:i + 2] = [new_id]
+                if i + 1 < len(word):  # "a b y" -> "ab y"
+                    y = word[i + 1]
+                    pair_counts[b, y] -= word_count
+                    pair_counts[new_id, y] += word_count
+                    words_with_pair[new_id, y].add(index)
+                    grown.add((new_id, y))
         del pair_counts[a, b]
         for pair in grown:
             if pair_counts[pair] > 0:
@@ -696,18 +700,28 @@ class BPETokenizer:
 
 
 def _check_special_token(text: str) -> None:
-    """Refuse special tokens whose text clashes with the byte characters.
+    """Refuse special tokens that an ordinary token could also spell.
 
-    A special token made only of byte characters (like 'é' or 'Ã©') would share its string,
-    and so its id, with an ordinary byte-level token that stands for *other* bytes ('é' alone
-    stands for the single byte 0xE9), and decoding could no longer be lossless. Plain ASCII
-    text like "<|endoftext|>" or "[SEP]" is fine: there both readings are the same bytes.
+    Tokens are strings of byte characters, so a special token like 'é' (alone, the byte 0xE9)
+    or 'Ã©' (the bytes C3 A9, i.e. the ordinary token for "é") would share its string, and so
+    its id, with an ordinary token that stands for other bytes, and decoding would no longer be
+    lossless. Text like "<|endoftext|>" or "[SEP]" is fine: ASCII reads the same both ways,
+    and "<é>" stands for bytes 3C E9 3E, which no valid UTF-8 text contains.
     """
     if not isinstance(text, str) or not text:
         raise ValueError(f"special token {text!r} must be a non-empty string")
-    if all(char in CHAR_TO_BYTE for char in text) and not text.isascii():
+    if text.isascii() or not all(char in CHAR_TO_BYTE for char in text):
+        return
+    as_bytes = bytes(CHAR_TO_BYTE[char] for char in text)
+    try:
+        as_bytes.decode("utf-8")
+        spells_text = True
+    except UnicodeDecodeError:
+        spells_text = False
+    if len(text) == 1 or spells_text:
         raise ValueError(f"special token {text!r} is spelled in byte characters and would "
-                         "collide with an ordinary token; choose another text")
+                         f"collide with the ordinary token for bytes {as_bytes!r}; choose "
+                         "another text")
 
 
 # ------------------------------------------------------------------------------------------

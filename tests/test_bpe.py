@@ -347,8 +347,20 @@ def test_bad_training_arguments_give_clear_errors():
         BPETokenizer.train("hello", 300, trainer="fast")
     with pytest.raises(ValueError, match="special token 'é' is spelled in byte characters"):
         BPETokenizer.train("hello", 300, special_tokens=["é"])
+    with pytest.raises(ValueError, match="special token 'Ã©' is spelled in byte characters"):
+        BPETokenizer.train("hello", 300, special_tokens=["Ã©"])
     with pytest.raises(ValueError, match="non-empty"):
         BPETokenizer.train("hello", 300, special_tokens=[""])
+
+
+def test_a_non_ascii_special_token_that_no_merge_can_spell_is_accepted():
+    text = "x<é>y é é <é>"
+    ours = train_quietly(text, 300, special_tokens=["<é>", "<|ü|>"])
+    assert_same_model(ours, library_train(text, 300, ["<é>", "<|ü|>"]))
+    theirs = Tokenizer.from_str(ours.to_json())
+    for probe in [text, "<|ü|>ü<é"]:
+        assert ours.encode(probe) == theirs.encode(probe).ids
+        assert ours.decode(ours.encode(probe)) == probe
 
 
 def test_a_vocab_larger_than_reachable_stops_early_with_a_warning():
