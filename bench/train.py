@@ -1,0 +1,131 @@
+"""Training speed: tokens/s, ms/iter, peak memory and model FLOPs utilisation (MFU).
+
+    python bench/train.py                          # nanoGPT's CPU shapes, 200 iterations
+    python bench/train.py --iters 2000             # the full comparison run, with val loss at the end
+    python bench/train.py --preset gpu-small --compile --iters 500     # on a GPU
+
+MFU compares the model's FLOP rate with a matmul FLOP rate measured in the same run, on the same
+device and threads:
+    FLOPs per token = 6 N + 12 L T d      (N non-embedding parameters, L layers, T context, d width)
+    MFU = tokens/s x FLOPs per token / (matmul FLOPs/s)
+The first --warmup-iters iterations are not timed; evaluation is never timed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
+import torch  # noqa: E402
+
+from minilm.data import UserError  # noqa: E402
+from minilm.devices import pick_device  # noqa: E402
+from minilm.training import TrainConfig, train  # noqa: E402
+
+
+def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
+    """Best observed FLOP rate of a (size x size) @ (size x size) matmul: 2 size^3 FLOPs each."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        synchronize(device)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - started))
+    return best
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", default="nanogpt-cpu", help="training preset to time")
+    parser.add_argument("--data", default="shakespeare", help="corpus name or path")
+    parser.add_argument("--iters", type=int, default=200, help="optimizer steps to run")
+    parser.add_argument("--warmup-iters", type=int, default=10, help="first steps left out of the timing")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's choice)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--batch-size", type=int, default=0, help="override the preset's batch size (0 = keep)")
+    parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        overrides = dict(steps=args.iters, lr_decay_steps=args.iters, eval_interval=args.iters, device=args.device,
+                         compile=args.compile, threads=args.threads, progress=False, verbose=False, out_dir="",
+                         log_interval=1)
+        if args.batch_size:
+            overrides["batch_size"] = args.batch_size
+        config = TrainConfig.from_preset(args.preset, data=args.data, **overrides)
+        if args.iters <= args.warmup_iters:
+            raise UserError(f"--iters: expected more than --warmup-iters={args.warmup_iters}, got {args.iters}")
+    except UserError as error:
+        print(f"bench/train.py: error: {error}", file=sys.stderr)
+        return 2
+
+    started = time.perf_counter()
+    result = train(config)
+    wall_seconds = time.perf_counter() - started
+    model = result.model
+    timed = result.step_seconds[args.warmup_iters:]
+    tokens_per_step = config.batch_size * config.block_size * config.grad_accum
+    tokens_per_sec = tokens_per_step * len(timed) / sum(timed)
+    ms_per_iter = 1000 * sum(timed) / len(timed)
+
+    mc = model.config
+    n_layer, width = getattr(mc, "n_layer", 0), getattr(mc, "n_embd", 0)
+    non_embedding = model.num_params(non_embedding=True)
+    attention_flops = 12 * n_layer * config.block_size * width if hasattr(mc, "n_head") else 0
+    flops_per_token = 6 * non_embedding + attention_flops
+    matmul_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    matmul_rate = matmul_flops_per_second(device, matmul_dtype)
+    mfu = tokens_per_sec * flops_per_token / matmul_rate
+
+    figures = {
+        "preset": args.preset, "device": str(device), "threads": torch.get_num_threads(), "compile": args.compile,
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "torch": torch.__version__, "params": model.num_params(), "non_embedding_params": non_embedding,
+        "iters": args.iters, "tokens_per_iter": tokens_per_step,
+        "tokens_per_sec": round(tokens_per_sec, 1), "ms_per_iter": round(ms_per_iter, 2),
+        "flops_per_token": flops_per_token, "matmul_tflops": round(matmul_rate / 1e12, 4),
+        "mfu_percent": round(100 * mfu, 2), "peak_rss_mib": round(peak_rss_mib(), 1),
+        "val_loss": round(result.final["val_loss"], 4), "val_bits_per_byte": round(result.final["val_bpb"], 4),
+        "wall_seconds": round(wall_seconds, 1),
+    }
+    if device.type == "cuda":
+        figures["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    width_of_names = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width_of_names}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
