@@ -420,6 +420,11 @@ def test_cli_train_encode_stats(tmp_path, capsys):
     assert "bytes/token" in report and "first 3 merges" in report and "longest 3 tokens" in report
 
 
+def test_training_shows_a_progress_bar_when_asked(capsys):
+    BPETokenizer.train(corpus("bible", 20_000), 300, progress=True)
+    assert "merges" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     bad = write(tmp_path, "bad.txt", b"ok\xff\xfe")
     assert bpe.main(["train", str(bad), "--vocab-size", "300", "--out",
