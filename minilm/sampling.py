@@ -356,7 +356,10 @@ class NgramIndex:
         if not (isinstance(n, int) and n >= 1):
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         self.n = n
-        self.keys = np.unique(byte_ngram_keys(_as_bytes(training_text), n))  # sorted, distinct
+        keys = np.sort(byte_ngram_keys(_as_bytes(training_text), n))  # (L - n + 1,), sorted
+        distinct = np.ones(len(keys), dtype=bool)
+        distinct[1:] = keys[1:] != keys[:-1]  # drop repeats (np.unique does this too, but slower)
+        self.keys = keys[distinct]  # sorted, distinct: ready for binary search
 
     def share(self, generated_text: str | bytes) -> float:
         """Fraction of the n-grams of `generated_text` (counted at every position) found in the

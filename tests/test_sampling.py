@@ -551,3 +551,11 @@ def test_cli_lstm_with_bpe_tokenizer(tmp_path):
     assert out.startswith("日本") and run_main(*argv)[1] == out
     status, _, err = run_main(*argv, "--novelty")  # this checkpoint records no training data
     assert status == 2 and "--data" in err
+
+
+def test_novelty_on_a_bundled_corpus():
+    """A 1 MB corpus: a passage of the training text is fully 'memorised', random bytes are not."""
+    data = (REPO / "data" / "shakespeare.txt").read_bytes()
+    index = NgramIndex(data[: len(data) * 9 // 10], n=8)
+    assert index.share(data[5000:6000]) == 1.0
+    assert index.share(bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8))) == 0.0
