@@ -51,8 +51,7 @@ def main(argv=None) -> None:
     targets = np.stack([tokens[s + 1:s + args.block + 1] for s in starts])  # (B, T) next bytes
 
     # PyTorch: forward, mean cross-entropy over the next bytes, autograd backward
-    logits, _ = model(torch.from_numpy(idx))  # (B, T, V)
-    loss = torch.nn.functional.cross_entropy(logits.view(-1, 256), torch.from_numpy(targets).view(-1))
+    logits, loss = model(torch.from_numpy(idx), torch.from_numpy(targets))  # (B, T, V), scalar
     loss.backward()
 
     # NumPy twin: the same weights, the same bytes, a hand-written backward
