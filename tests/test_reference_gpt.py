@@ -88,3 +88,13 @@ def test_params_round_trip():
         ref.params_to_torch(model, {**p, "ln_f.weight": np.zeros(5)})
     with pytest.raises(ValueError, match="tied"):
         ref.params_to_torch(model, {**p, "lm_head.weight": p["wte.weight"] + 1.0})
+
+
+def test_twin_refuses_what_the_model_refuses():
+    """NumPy would index a table with -1 (the last row) without complaint; the twin checks."""
+    config = GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4)
+    p = random_params(GPT(config), 0)
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 5\)"):
+        ref.gpt_forward(np.array([[0, -1]]), p, config)
+    with pytest.raises(ValueError, match=r"more than block_size=4"):
+        ref.gpt_forward(np.zeros((1, 5), dtype=int), p, config)

@@ -57,7 +57,7 @@ def softmax(s: np.ndarray) -> np.ndarray:
 
 def attention_core_forward(q, k, v, allowed) -> tuple[np.ndarray, tuple]:
     """softmax(q k^T / sqrt(hs), masked) v for q, k, v (B, nh, T, hs); the readable path's body."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    scale = 1.0 / math.sqrt(q.shape[-1])  # scalar, 1 / sqrt(hs)
     att = q @ k.swapaxes(-2, -1) * scale  # (B, nh, T, T)
     att = np.where(allowed, att, -np.inf)  # (B, nh, T, T)
     att = softmax(att)  # (B, nh, T, T), rows sum to 1

@@ -42,10 +42,13 @@ def _config(config):
 def gpt_forward(idx: np.ndarray, p: dict, config, attention_mask: np.ndarray | None = None):
     """idx (B, T) token ids; p keyed like GPT.state_dict() -> (logits (B, T, V), cache)."""
     c = _config(config)
-    idx = np.asarray(idx)
+    idx = np.asarray(idx)  # (B, T)
     B, T = idx.shape
     if T > c.block_size:
         raise ValueError(f"idx has {T} tokens per sequence, more than block_size={c.block_size}")
+    if idx.min() < 0 or idx.max() >= c.vocab_size:  # NumPy would wrap a negative id around silently
+        raise ValueError(f"idx holds token ids in [{idx.min()}, {idx.max()}], "
+                         f"outside the vocabulary [0, {c.vocab_size})")
     pos = np.arange(T)  # (T,)
     x, wte_cache = embedding_forward(idx, sub(p, "wte"))  # (B, T, C)
     wpe_cache = None
@@ -97,7 +100,7 @@ def gpt_loss(idx: np.ndarray, targets: np.ndarray, p: dict, config,
     Returns (loss, logits (B, T, V), dp keyed like GPT.state_dict()).
     """
     logits, cache = gpt_forward(idx, p, config, attention_mask)  # (B, T, V)
-    loss, loss_cache = cross_entropy_forward(logits, np.asarray(targets))
+    loss, loss_cache = cross_entropy_forward(logits, np.asarray(targets))  # scalar, targets (B, T)
     dlogits, _ = cross_entropy_backward(1.0, loss_cache)  # (B, T, V)
     _, dp = gpt_backward(dlogits, cache)
     return loss, logits, dp

@@ -25,9 +25,9 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
     counted = targets != IGNORE_INDEX  # (B, T) booleans
     safe = np.where(counted, targets, 0)  # (B, T), any valid index where not counted
     picked = np.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]  # (B, T)
-    n = counted.sum()
+    n = counted.sum()  # scalar, the number of counted positions N
     with np.errstate(invalid="ignore"):
-        loss = -(picked * counted).sum() / n  # nan when nothing counts
+        loss = -(picked * counted).sum() / n  # scalar; nan when nothing counts
     return float(loss), (logp, safe, counted, n)
 
 

@@ -30,7 +30,7 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf; math.erf
 def gelu_tanh_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     u = SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)  # (..., n)
     th = np.tanh(u)  # (..., n)
-    return 0.5 * x * (1.0 + th), (x, th)
+    return 0.5 * x * (1.0 + th), (x, th)  # (..., n)
 
 
 def gelu_tanh_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
@@ -41,7 +41,7 @@ def gelu_tanh_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
 
 def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     Phi = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))  # (..., n), the standard normal CDF
-    return x * Phi, (x, Phi)
+    return x * Phi, (x, Phi)  # (..., n)
 
 
 def gelu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
