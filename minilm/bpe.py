@@ -318,10 +318,18 @@ def train_incremental(word_counts: Counter, vocab_size: int, min_frequency: int 
 
     Cost: the initial count is O(S) for S symbols over the distinct words. Merge number k costs
     O(W_k * L + P_k log H): W_k words contain the pair, each of length <= L, and P_k new pairs
-    are pushed onto a heap of H entries (stale pops cost log H each and are bounded by pushes).
+    are pushed onto a heap of H entries (a stale pop costs log H too; there is at most one per
+    decrease of a pair's count).
     Since W_k falls off quickly (the first merges touch many words, later ones a handful), the
     total is near O(S + merges x log H) in practice, against O(merges x S) for the naive loop:
     about a second instead of minutes on a megabyte of text.
+
+    (`tokenizers` keeps the set of words inside each heap entry instead of one index per pair,
+    and never lowers the count of the pair just merged. That gives the same merges, because a
+    pair's count only grows during the merge that creates its left or right token, and no
+    token is created twice: wherever a token's bytes end up as one piece, they went through
+    the same merges inside that piece, so the first merge that spells the token catches every
+    occurrence. The tests compare with the library on every bundled corpus.)
     """
     id_to_token, token_to_id = _start_vocab(list(special_tokens))
     words, counts = _words_as_ids(word_counts, token_to_id)
@@ -491,7 +499,7 @@ class BPETokenizer:
         id_to_token, merges = TRAINERS[trainer](word_counts, vocab_size, min_frequency,
                                                 special_tokens, progress)
         if len(id_to_token) < vocab_size:
-            reason = ("no pair occurs min_frequency={} times or more".format(min_frequency)
+            reason = (f"no pair left occurs at least min_frequency={min_frequency} times"
                       if min_frequency > 1 else "no adjacent pair is left to merge")
             warnings.warn(f"vocab_size={vocab_size} is more than this text can reach: only "
                           f"{len(merges)} merges were possible ({reason}); the vocabulary has "

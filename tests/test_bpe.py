@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from minilm import bpe
 from minilm.bpe import BPETokenizer
-from tests.strategies_bpe import corpora, examples, unicode_text
+from strategies_bpe import corpora, examples, unicode_text
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPORA = ["shakespeare", "wikitext", "bible", "stories", "poetry_zh", "legal"]
@@ -164,6 +164,19 @@ def test_merges_match_with_min_frequency_and_a_list_of_documents():
     documents = corpus("legal", 100_000).split("\n\n")
     assert_same_model(train_quietly(documents, 2000, min_frequency=5),
                       library_train(documents, 2000, min_frequency=5))
+
+
+def test_training_on_lines_matches_the_library_training_on_a_file(tmp_path):
+    # `Tokenizer.train(files)` feeds the file line by line, so a whitespace run never spans a
+    # line end; our equivalent is the list of lines (with their "\n") as documents.
+    text = corpus("wikitext", 40_000) + "  indented\n\n   \n\tx  \n" + corpus("legal", 20_000)
+    path = write(tmp_path, "mixed.txt", text.encode())
+    theirs = Tokenizer(models.BPE())
+    theirs.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    theirs.train([str(path)], trainers.BpeTrainer(
+        vocab_size=700, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    assert_same_model(BPETokenizer.train(text.splitlines(keepends=True), 700), theirs)
 
 
 def test_ties_go_to_the_pair_of_smaller_ids():
