@@ -443,10 +443,10 @@ def ckpt(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16))
-    (folder / "train.txt").write_text("the cat sat on the mat. " * 40)
-    checkpoint = {"format": 1, "model_kind": "gpt", "model_config": model.config.to_dict(),
+    (folder / "cats.txt").write_text("the cat sat on the mat. " * 40)
+    checkpoint = {"model_kind": "gpt", "model_config": model.config.to_dict(),
                   "model": model.state_dict(), "tokenizer": '{"type": "bytes"}',
-                  "train_config": {"data": str(folder / "train.txt")}}
+                  "train_config": {"data": str(folder / "cats.txt")}}
     checkpoint_module = pytest.importorskip("minilm.checkpoint")
     return Path(checkpoint_module.save_checkpoint(folder / "ckpt.pt", checkpoint))
 
@@ -518,7 +518,7 @@ def test_cli_long_prompt_warns_and_novelty_reports(ckpt):
     assert status == 0
     assert "warning" in err and "40 tokens" in err and "16" in err
     assert out.startswith("x" * 40)
-    assert "[novelty]" in out and "train" in out
+    assert "[novelty]" in out and "training text of cats" in out  # the corpus the checkpoint names
 
 
 def test_cli_subprocess_exit_codes(ckpt, tmp_path):
