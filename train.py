@@ -177,6 +177,10 @@ def eval_only(args: argparse.Namespace, given: set[str]) -> int:
 
     if not args.ckpt:
         raise UserError("--eval-only: needs --ckpt PATH, the checkpoint to score")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result, info = evaluate_checkpoint(args.ckpt, args.data, device=args.device, split=args.split,
                                        max_windows=args.eval_windows if "eval_windows" in given else None,
                                        batch_size=args.eval_batch_size)
