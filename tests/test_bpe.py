@@ -121,10 +121,13 @@ def test_pretokenize_in_pieces_matches_the_library_on_corpora(name, monkeypatch)
 
 
 @examples(60)
-@given(corpora(), st.integers(1, 60), st.sampled_from([0, 0, 2, 3]))
-def test_naive_and_incremental_trainers_give_identical_merges(text, extra, min_frequency):
-    naive = train_quietly(text, 256 + extra, min_frequency, trainer="naive")
-    incremental = train_quietly(text, 256 + extra, min_frequency, trainer="incremental")
+@given(corpora(), st.integers(1, 60), st.sampled_from([0, 0, 2, 3]),
+       st.sampled_from([(), (EOT,), ("ab", "<s>")]))
+def test_naive_and_incremental_trainers_give_identical_merges(text, extra, min_frequency,
+                                                              special_tokens):
+    vocab_size = 256 + len(special_tokens) + extra
+    naive = train_quietly(text, vocab_size, min_frequency, special_tokens, trainer="naive")
+    incremental = train_quietly(text, vocab_size, min_frequency, special_tokens)
     assert naive.merges == incremental.merges
     assert naive.id_to_token == incremental.id_to_token
 
