@@ -82,6 +82,7 @@ class MismatchConfig:
     # evaluation: at most this many fixed windows of block_size bytes per domain
     eval_windows: int = 256
     curve_points: int = 10  # evaluations along each transfer run (plus one before it starts)
+    position_windows: int = 2048  # loss by position: a position is one byte per window, so it needs many windows
     # the experiments
     seeds: int = 3
     replay_fractions: tuple = (0.0, 0.01, 0.05, 0.25)
@@ -93,7 +94,7 @@ class MismatchConfig:
 
     def __post_init__(self):
         for name in ("n_layer", "n_head", "n_embd", "block_size", "lstm_layers", "steps", "batch_size",
-                     "eval_windows", "curve_points", "seeds", "bpe_train_bytes", "bpe_eval_bytes"):
+                     "eval_windows", "curve_points", "position_windows", "seeds", "bpe_train_bytes", "bpe_eval_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
@@ -115,14 +116,14 @@ PRESETS: dict[str, MismatchConfig] = {
     # For the CI test: seconds. Two seeds so that spreads exist.
     "micro": MismatchConfig(preset="micro", n_layer=1, n_head=2, n_embd=32, block_size=32, steps=20,
                             batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_windows=8,
-                            curve_points=2, seeds=2, bpe_vocab_size=300, bpe_train_bytes=20_000,
+                            curve_points=2, position_windows=32, seeds=2, bpe_vocab_size=300, bpe_train_bytes=20_000,
                             bpe_eval_bytes=5_000),
     # The README's run: all six domains, three seeds, ~15 minutes on a 2-core laptop CPU.
     "cpu-quick": MismatchConfig(preset="cpu-quick"),
     # The same grid, bigger: for a GPU (a few minutes per model).
     "gpu": MismatchConfig(preset="gpu", n_layer=6, n_head=6, n_embd=384, block_size=256, lstm_layers=2,
                           steps=3000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                          eval_windows=512, curve_points=15, seeds=3, bpe_vocab_size=1024,
+                          eval_windows=512, curve_points=15, position_windows=4096, seeds=3, bpe_vocab_size=1024,
                           bpe_train_bytes=2_000_000, bpe_eval_bytes=100_000, threads=0),
 }
 
@@ -408,6 +409,7 @@ def transfer(grid: Grid, a: str, b: str, specialist_a: torch.nn.Module, matrix: 
     scratch_run = {"curve": curve(scratch.history), "final": grid.score_all(scratch.model)}
 
     start_a = runs[replay_key(0.0)]["curve"][a][0]  # A's specialist before it sees B
+    start_b = runs[replay_key(0.0)]["curve"][b][0]
     cross_gap = matrix["matrix"][b][a] - matrix["matrix"][a][a]  # how much worse B's specialist is on A
     forgetting = runs[replay_key(0.0)]["final"][a] - start_a
     summary = []
@@ -418,7 +420,7 @@ def transfer(grid: Grid, a: str, b: str, specialist_a: torch.nn.Module, matrix: 
             "a_rise": rise, "a_rise_fraction_of_gap": rise / cross_gap if cross_gap > 0 else None,
             "forgetting_removed": (1.0 - rise / forgetting) if forgetting > 0 else None,
             "b_vs_scratch": run["final"][b] - scratch_run["final"][b]})
-    return {"a": a, "b": b, "steps": c.steps, "eval_interval": interval, "a_before": start_a,
+    return {"a": a, "b": b, "steps": c.steps, "eval_interval": interval, "a_before": start_a, "b_before": start_b,
             "cross_domain_gap_on_a": cross_gap, "runs": runs, "scratch": scratch_run, "summary": summary}
 
 
@@ -523,29 +525,54 @@ def matched_lstm_args(config: MismatchConfig, target_params: int) -> dict:
 
 
 def lstm_vs_gpt(grid: Grid, domain: str, gpt: torch.nn.Module) -> dict:
-    """Train an LSTM on `domain` with the GPT's budget; score both everywhere, and by position."""
-    lstm_args = matched_lstm_args(grid.config, gpt.num_params())
+    """Train an LSTM on `domain` with the GPT's budget; score both everywhere, and by position in
+    the context over many windows of `domain`'s held-out split."""
+    c = grid.config
+    lstm_args = matched_lstm_args(c, gpt.num_params())
     result = grid.run(f"LSTM on {domain}", grid.train_config(domain, seed=0, model="lstm", model_args=lstm_args))
-    section = {"domain": domain, "lstm_args": lstm_args, "models": {}}
+    corpus = load_corpus(grid.domains[domain].spec, grid.tokenizer)
+    position_set = make_eval_set(corpus, grid.tokenizer, c.block_size, c.position_windows)
+    section = {"domain": domain, "lstm_args": lstm_args, "position_windows": int(position_set.windows.shape[0]),
+               "position_buckets": position_buckets(c.block_size), "models": {}}
     for kind, model in (("gpt", gpt), ("lstm", result.model)):
-        by_position = [nats / LN2 for nats in grid.score(model, domain).loss_by_position]  # bits (= per byte)
+        device = next(model.parameters()).device
+        nats = evaluate(model, position_set.windows, grid.tokenizer, batch_size=64, device=device,
+                        num_bytes=position_set.num_bytes).loss_by_position
+        bits = [n / LN2 for n in nats]  # one byte per position: bits per byte
+        by_bucket = [float(np.mean(bits[lo:hi])) for lo, hi in section["position_buckets"]]
         bpb = grid.score_all(model)
         section["models"][kind] = {
             "params": model.num_params(), "bpb": bpb, "in_domain": bpb[domain],
             "off_domain_mean": float(np.mean([v for name, v in bpb.items() if name != domain])),
-            "bits_by_position": by_position, "flattens_at": flattening_position(by_position)}
+            "bits_by_position": bits, "bits_by_bucket": by_bucket,
+            "flattens_at": flattening_position(by_bucket, section["position_buckets"]),
+            "gain_after_8": by_bucket[bucket_index(section["position_buckets"], 8)] - by_bucket[-1]
+            if c.block_size > 16 else None}
     return section
 
 
-def flattening_position(bits: list[float], within: float = 0.05) -> int:
-    """The first position from which the loss (3-position moving average) stays within `within`
-    (relative) of its plateau, the mean over the last quarter of the context."""
-    values = np.asarray(bits)
-    smooth = np.convolve(values, np.ones(3) / 3, mode="same") if len(values) >= 3 else values
-    smooth[0], smooth[-1] = values[0], values[-1]  # the moving average is one-sided at the ends
-    plateau = values[-max(1, len(values) // 4):].mean()
-    outside = np.nonzero(np.abs(smooth - plateau) > within * plateau)[0]
-    return int(outside[-1] + 1) if len(outside) else 0
+def position_buckets(block_size: int) -> list[tuple[int, int]]:
+    """Ranges of positions that double in length: [0,1), [1,2), [2,4), [4,8), ... up to block_size.
+    Averaging over a range steadies the curve; doubling matches how fast the loss falls."""
+    buckets, low = [(0, 1)], 1
+    while low < block_size:
+        buckets.append((low, min(2 * low, block_size)))
+        low *= 2
+    return buckets
+
+
+def bucket_index(buckets: list[tuple[int, int]], position: int) -> int:
+    return next(i for i, (lo, hi) in enumerate(buckets) if lo <= position < hi)
+
+
+def flattening_position(by_bucket: list[float], buckets: list[tuple[int, int]], within: float = 0.02) -> int:
+    """Where the loss stops falling: the first position of the first range of positions whose mean
+    loss is within `within` (relative) of the last range's mean."""
+    final = by_bucket[-1]
+    for (low, _), value in zip(buckets, by_bucket):
+        if abs(value - final) <= within * final:
+            return low
+    return buckets[-1][0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,7 +608,7 @@ def _run_grid(config: MismatchConfig, domains: dict[str, Domain], pair: tuple[st
 
     n = len(domains)
     jobs = config.seeds * n + 2 + len(config.replay_fractions) + 1 + 1 + n
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     seconds = {}
     report = {"command": command, "config": asdict(config), "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": machine_info(str(pick_device(config.device))),
@@ -605,7 +632,8 @@ def _run_grid(config: MismatchConfig, domains: dict[str, Domain], pair: tuple[st
         report["tokenizers"] = tokenizer_mismatch(grid, matrix)
         seconds["tokenizers"] = time.time() - clock
     steps = np.asarray(grid.step_seconds)
-    report["timing"] = {"total_seconds": time.time() - started, "seconds_by_experiment": seconds,
+    report["timing"] = {"total_seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started,
+                        "seconds_by_experiment": seconds,
                         "models_trained": jobs - n, "training_steps": int(len(steps)),
                         "median_step_ms": float(np.median(steps) * 1000) if len(steps) else None}
     return report
@@ -684,7 +712,8 @@ def write_markdown(report: dict, figures: list[str], plot_note: str | None) -> s
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads), device {m['device']}"
         f"{', ' + m['gpu'] if 'gpu' in m else ''}; Python {m['python']}, torch {m['torch']}.  \n"
         f"Started {report['started']}; took {report['timing']['total_seconds'] / 60:.1f} minutes "
-        f"({report['timing']['models_trained']} models, median step {fmt(report['timing']['median_step_ms'], 1)} ms).\n")
+        f"({report['timing']['models_trained']} models, median step {fmt(report['timing']['median_step_ms'], 1)} ms, "
+        f"{report['timing']['cpu_seconds'] / 60:.1f} minutes of CPU time).\n")
     if plot_note:
         say(f"> {plot_note}\n")
 
@@ -706,6 +735,10 @@ def write_markdown(report: dict, figures: list[str], plot_note: str | None) -> s
     within = [g for g in gaps if not g["beyond_spread"]]
     say(f"- The in-domain specialist is the best model in {len(best)} of {len(names)} columns"
         + (f" (not in: {', '.join(n for n in names if n not in best)})" if len(best) < len(names) else "") + ".")
+    worse_than_uniform = [g for g in gaps if g["bpb"] > 8.0]
+    if worse_than_uniform:
+        say(f"- {len(worse_than_uniform)} off-domain cells are above 8 bits per byte, i.e. worse than a uniform guess "
+            "over the 256 bytes: the model is confidently wrong on text unlike its own.")
     closest = min(gaps, key=lambda g: g["ratio"])
     farthest = max(gaps, key=lambda g: g["ratio"])
     say(f"- Closest pair: {closest['trained_on']} -> {closest['evaluated_on']} costs x{closest['ratio']:.2f} "
@@ -777,25 +810,29 @@ def write_markdown(report: dict, figures: list[str], plot_note: str | None) -> s
     lg = report["lstm_vs_gpt"]
     d = lg["domain"]
     say(f"## 4. LSTM vs Transformer, trained on {d} (seed 0, same budget)\n")
-    header = ["model", "parameters", f"in-domain ({d})", "off-domain mean"] + names + ["loss flattens at"]
+    header = ["model", "parameters", f"in-domain ({d})", "off-domain mean"] + names
     rows = []
     for kind in ("gpt", "lstm"):
         r = lg["models"][kind]
         rows.append([kind.upper(), f"{r['params']:,}", fmt(r["in_domain"]), fmt(r["off_domain_mean"])]
-                    + [fmt(r["bpb"][e]) for e in names] + [f"position {r['flattens_at']}"])
+                    + [fmt(r["bpb"][e]) for e in names])
     say(markdown_table(header, rows) + "\n")
-    positions = [p for p in (0, 1, 2, 4, 8, 16, 32, 64, 128, 256) if p < c["block_size"]] + [c["block_size"] - 1]
-    positions = sorted(set(positions))
-    rows = [[kind.upper()] + [fmt(lg["models"][kind]["bits_by_position"][p], 2) for p in positions]
-            for kind in ("gpt", "lstm")]
-    say(f"Bits per byte at each position of the context ({d}, validation windows; position p has seen p bytes "
-        "before the one it predicts):\n")
-    say(markdown_table(["model \\ position"] + [str(p) for p in positions], rows) + "\n")
+    buckets = lg["position_buckets"]
+    rows = [[kind.upper()] + [fmt(v, 2) for v in lg["models"][kind]["bits_by_bucket"]] for kind in ("gpt", "lstm")]
+    say(f"Bits per byte by position in the context ({d}, {lg['position_windows']:,} validation windows; position p "
+        "has seen p bytes before the one it predicts; each column averages a range of positions):\n")
+    say(markdown_table(["model \\ positions"] + [str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}" for lo, hi in buckets],
+                       rows) + "\n")
+    gains = {kind: lg["models"][kind]["gain_after_8"] for kind in ("gpt", "lstm")}
+    if gains["gpt"] is not None:
+        say(f"- Context beyond 8 bytes is worth {gains['gpt']:.3f} bits per byte to the GPT and {gains['lstm']:.3f} "
+            "to the LSTM (positions 8-15 minus the last range).")
+    say(f"- The loss flattens (comes within 2% of the last range) at position {lg['models']['gpt']['flattens_at']} "
+        f"for the GPT and {lg['models']['lstm']['flattens_at']} for the LSTM.\n")
     if "loss_by_position.png" in figures:
         say("![loss by position](loss_by_position.png)\n")
     say(f"LSTM: {lg['lstm_args']['n_layer']} layer(s), embedding {lg['lstm_args']['n_embd']}, hidden "
-        f"{lg['lstm_args']['n_hidden']} (chosen to match the GPT's parameter count). \"Flattens at\": the first position "
-        "from which the (3-position smoothed) loss stays within 5% of its mean over the last quarter of the context.\n")
+        f"{lg['lstm_args']['n_hidden']} (chosen to match the GPT's parameter count).\n")
 
     # 4. tokenizers
     tk = report["tokenizers"]
@@ -881,14 +918,13 @@ def write_figures(report: dict, out_dir: Path, plt) -> list[str]:
     x = np.arange(len(names))
     bars = [("in-domain specialist", [report["matrix"][e][e] for e in names]),
             ("mixed, equal", [mix["bpb"]["equal"][e] for e in names]),
-            ("mixed, proportional", [mix["bpb"]["proportional"][e] for e in names]),
-            ("other specialists (mean)", [np.mean([report["matrix"][t][e] for t in names if t != e]) for e in names])]
+            ("mixed, proportional", [mix["bpb"]["proportional"][e] for e in names])]
     width = 0.8 / len(bars)
     for k, (label, values) in enumerate(bars):
         ax.bar(x + (k - (len(bars) - 1) / 2) * width, values, width, label=label)
     ax.set_xticks(x, names, rotation=20)
     ax.set_ylabel("bits per byte")
-    ax.set_title("one model for all domains vs one per domain")
+    ax.set_title("one model for all domains vs one per domain (same budget)")
     ax.legend(fontsize=8)
     save(fig, "mixing.png")
 
@@ -912,8 +948,8 @@ def write_figures(report: dict, out_dir: Path, plt) -> list[str]:
         ax.scatter(s["final_a"], s["final_b"])
         ax.annotate(f"replay {percent(s['replay'])}", (s["final_a"], s["final_b"]), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
-    ax.scatter(tr["a_before"], report["matrix"][a][b], marker="x", color="black")
-    ax.annotate(f"{a} specialist (before)", (tr["a_before"], report["matrix"][a][b]), fontsize=8,
+    ax.scatter(tr["a_before"], tr["b_before"], marker="x", color="black")
+    ax.annotate(f"{a} specialist (before)", (tr["a_before"], tr["b_before"]), fontsize=8,
                 xytext=(4, -10), textcoords="offset points")
     ax.scatter(tr["scratch"]["final"][a], tr["scratch"]["final"][b], marker="s", color="grey")
     ax.annotate(f"{b} from scratch", (tr["scratch"]["final"][a], tr["scratch"]["final"][b]), fontsize=8,
@@ -928,8 +964,11 @@ def write_figures(report: dict, out_dir: Path, plt) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for kind in ("gpt", "lstm"):
         r = lg["models"][kind]
-        ax.plot(r["bits_by_position"], label=f"{kind.upper()} ({r['params']:,} parameters)")
-        ax.axvline(r["flattens_at"], linestyle=":", color=ax.lines[-1].get_color())
+        line, = ax.plot(r["bits_by_position"], alpha=0.35)
+        middles = [(lo + hi - 1) / 2 for lo, hi in lg["position_buckets"]]
+        ax.plot(middles, r["bits_by_bucket"], marker="o", color=line.get_color(),
+                label=f"{kind.upper()} ({r['params']:,} parameters), range means")
+    ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("position in the context (bytes seen before)")
     ax.set_ylabel("bits per byte")
     ax.set_title(f"loss by position on {lg['domain']}")
