@@ -83,7 +83,7 @@ class TrainConfig:
     out_dir: str = ""  # where ckpt.pt, best.pt and log.jsonl go; "" = write nothing
     resume: bool = False  # continue from out_dir/ckpt.pt
     overwrite: bool = False  # allow a fresh run to replace an existing out_dir/ckpt.pt
-    cache_dir: str = str(DEFAULT_CACHE_DIR)  # token-array cache; "" = keep arrays in memory
+    cache_dir: str = "auto"  # token-array cache folder; "auto" = <repo>/.cache/tokens, "" = in memory
     log_interval: int = 1  # update the progress bar's loss every this many steps
     progress: bool = True  # tqdm progress bar
     verbose: bool = True  # print one line per evaluation
@@ -368,7 +368,7 @@ def _train(config, model, tokenizer, device, ddp_info: Distributed) -> TrainResu
     # --- data ---------------------------------------------------------------------------------
     if tokenizer is None:
         tokenizer = load_tokenizer(config.tokenizer)
-    cache_dir = config.cache_dir or None
+    cache_dir = resolve_cache_dir(config.cache_dir)
     main_corpus = load_corpus(config.data, tokenizer, cache_dir)
     mixed = [load_corpus(spec, tokenizer, cache_dir) for spec in config.mix]
     weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
@@ -539,6 +539,13 @@ def _train(config, model, tokenizer, device, ddp_info: Distributed) -> TrainResu
                        checkpoint_path=checkpoint_path if out_dir is not None else None)
 
 
+def resolve_cache_dir(cache_dir: str | None):
+    """TrainConfig.cache_dir -> a folder, or None for in-memory token arrays."""
+    if cache_dir == "auto":
+        return DEFAULT_CACHE_DIR
+    return cache_dir or None
+
+
 def _fmt(value: float | None) -> str:
     return "   -   " if value is None else f"{value:.4f}"
 
@@ -550,7 +557,7 @@ def _fmt(value: float | None) -> str:
 
 def evaluate_checkpoint(ckpt_path: str | os.PathLike, data: str, device: str = "auto", split: str = "val",
                         max_windows: int | None = None, batch_size: int = 32,
-                        cache_dir: str | None = str(DEFAULT_CACHE_DIR)) -> tuple[EvalResult, dict]:
+                        cache_dir: str | None = "auto") -> tuple[EvalResult, dict]:
     """Score a checkpoint on a corpus: bits per byte over fixed windows of the chosen split.
 
     split "val" is the held-out last 10% (the same text training evaluated on), "train" the
@@ -562,7 +569,7 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, data: str, device: str = "
         raise UserError(f"--split: unknown split {split!r}; expected val, train or all")
     torch_device = pick_device(device)
     model, tokenizer, checkpoint = load_model(ckpt_path, torch_device)
-    corpus = load_corpus(data, tokenizer, cache_dir or None)
+    corpus = load_corpus(data, tokenizer, resolve_cache_dir(cache_dir))
     tokens = {"val": corpus.val, "train": corpus.train}.get(split)
     if tokens is None:
         import numpy as np
