@@ -274,3 +274,18 @@ def test_ci_regression_tiny_run_reaches_the_recorded_bits_per_byte():
     assert result.history[0]["val_bpb"] > 7.5  # starts near uniform over 256 bytes
     assert result.final["val_bpb"] < CI_BITS_PER_BYTE_THRESHOLD, result.final
     assert math.isfinite(result.final["train_loss"])
+
+
+def test_bpe_tokenizer_run_counts_bytes_and_its_checkpoint_refuses_another_tokenizer(tmp_path):
+    bpe = pytest.importorskip("minilm.bpe")
+    text = (REPO_ROOT / "data" / "shakespeare.txt").read_text(encoding="utf-8")[:20000]
+    tokenizer_path = tmp_path / "tokenizer.json"
+    bpe.BPETokenizer.train(text, 300).save(str(tokenizer_path))
+    out = tmp_path / "run"
+    result = train(tiny_config(tokenizer=str(tokenizer_path), out_dir=str(out), steps=3, eval_interval=3))
+    record = result.final
+    assert record["val_bpb"] < record["val_loss"] / math.log(2)  # a BPE token covers more than one byte
+    model, tokenizer, _ = load_model(out / "ckpt.pt")
+    assert tokenizer.vocab_size == 300 and model.config.vocab_size == 300
+    with pytest.raises(UserError, match="different"):
+        train(tiny_config(tokenizer="bytes", out_dir=str(out), steps=6, resume=True))
