@@ -489,7 +489,12 @@ def _train(config, model, tokenizer, device, ddp_info: Distributed) -> TrainResu
                             save_checkpoint(out_dir / "best.pt", checkpoint)
             if step >= config.steps:
                 break
-            if interrupt.raised or (config.stop_at_step and step >= config.stop_at_step):
+            stop_requested = interrupt.raised
+            if ddp_info.world_size > 1:  # every rank must stop at the same step, or collectives hang
+                flag_tensor = torch.tensor([float(stop_requested)], device=device)
+                dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
+                stop_requested = bool(flag_tensor.item())
+            if stop_requested or (config.stop_at_step and step >= config.stop_at_step):
                 interrupted = True
                 if out_dir is not None and is_main:
                     save_checkpoint(checkpoint_path, make_checkpoint(step))
