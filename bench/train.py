@@ -8,7 +8,8 @@ MFU compares the model's FLOP rate with a matmul FLOP rate measured in the same 
 device and threads:
     FLOPs per token = 6 N + 12 L T d      (N non-embedding parameters, L layers, T context, d width)
     MFU = tokens/s x FLOPs per token / (matmul FLOPs/s)
-The first --warmup-iters iterations are not timed; evaluation is never timed.
+The first --warmup-iters iterations are not timed; evaluation is never timed. Peak RSS is read
+before the matmul probe runs.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     result = train(config)
     wall_seconds = time.perf_counter() - started
+    training_peak_rss = peak_rss_mib()  # before the matmul probe below allocates its matrices
     model = result.model
     timed = result.step_seconds[args.warmup_iters:]
     tokens_per_step = config.batch_size * config.block_size * config.grad_accum
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
         "iters": args.iters, "tokens_per_iter": tokens_per_step,
         "tokens_per_sec": round(tokens_per_sec, 1), "ms_per_iter": round(ms_per_iter, 2),
         "flops_per_token": flops_per_token, "matmul_tflops": round(matmul_rate / 1e12, 4),
-        "mfu_percent": round(100 * mfu, 2), "peak_rss_mib": round(peak_rss_mib(), 1),
+        "mfu_percent": round(100 * mfu, 2), "peak_rss_mib": round(training_peak_rss, 1),
         "val_loss": round(result.final["val_loss"], 4), "val_bits_per_byte": round(result.final["val_bpb"], 4),
         "wall_seconds": round(wall_seconds, 1),
     }
