@@ -124,7 +124,7 @@ class GPT(nn.Module):
         if not idx.is_cuda:  # on CUDA this check would stall the GPU every step; data is checked upstream
             lo, hi = int(idx.min()), int(idx.max())
             _require(lo >= 0 and hi < self.config.vocab_size,
-                     f"{what} holds token ids in [{lo}, {hi}], outside the vocabulary [0, {self.config.vocab_size})")
+                     f"{what} holds token ids in [{lo}, {hi}], outside the vocabulary [0, vocab_size={self.config.vocab_size})")
 
     def embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         x = self.wte(idx)  # (B, T, C)
@@ -141,6 +141,9 @@ class GPT(nn.Module):
         """
         self._check_idx(idx)
         B, T = idx.shape
+        _require(attention_mask is None or tuple(attention_mask.shape) == (B, T),
+                 f"attention_mask must have the shape of idx {(B, T)}, got "
+                 f"{None if attention_mask is None else tuple(attention_mask.shape)}")
         _require(T <= self.config.block_size,
                  f"idx has {T} tokens per sequence, more than block_size={self.config.block_size}")
         pos = torch.arange(T, device=idx.device)  # (T,)
@@ -169,6 +172,8 @@ class GPT(nn.Module):
         re-filled from the last max(block_size // 2, T_new) tokens, which then sit at positions
         0, 1, ... again. The logits are those of a full forward over that cropped context. Keeping
         only half a block means the next block_size // 2 tokens are again cheap cached steps.
+
+        Call `model.eval()` first: in training mode dropout would make the logits random.
         """
         self._check_idx(idx)
         B, T_new = idx.shape
@@ -198,7 +203,8 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (a tied matrix counted once). non_embedding=True leaves out the
-        token and position tables (the count N used in the 6N FLOPs-per-token estimate)."""
+        token and position tables (the count N used in the 6N FLOPs-per-token estimate); an
+        untied lm_head is a real matrix multiply per token, so it counts as non-embedding."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.wte.weight.numel()
