@@ -104,7 +104,7 @@ def test_sequence_longer_than_block_size(pos_emb):
 def test_token_ids_outside_the_vocabulary(bad):
     model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))
     idx = torch.tensor([[0, 1, bad]])
-    with pytest.raises(ValueError, match=r"idx holds token ids .* outside the vocabulary \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"idx holds token ids .* outside the vocabulary \[0, vocab_size=5\)"):
         model(idx)
-    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, vocab_size=5\)"):
         model.step(idx)
