@@ -22,6 +22,7 @@ from minilm.lstm import LSTMCell, LSTMConfig, LSTMLM, RecurrentStack, RNNCell
 from minilm.reference import lstm as ref
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
 from minilm.reference.params import params_from_torch
+from strategies import central_differences
 from strategies_lstm import examples, lstm_configs, seeds, stack_cases
 from tolerances import TOL, assert_close
 
@@ -142,18 +143,9 @@ def test_lm_matches_twin(config, B, T, seed):
 # ----------------------------------------------------------------------------------------------
 
 
-def central_difference(f, array: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """d f / d array by (f(a + h e_i) - f(a - h e_i)) / 2h, entry by entry (array is perturbed in place)."""
-    grad = np.zeros_like(array)
-    for i in np.ndindex(array.shape):
-        saved = array[i]
-        array[i] = saved + h
-        plus = f()
-        array[i] = saved - h
-        minus = f()
-        array[i] = saved
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
+def central_difference(f, array: np.ndarray) -> np.ndarray:
+    """d f / d array by central differences (the shared helper in tests/strategies.py)."""
+    return central_differences(f, {"a": array})["a"]
 
 
 @examples(12)
