@@ -9,7 +9,14 @@ sample.py settings (temperature 0.8, top-k 200):
     no-cache  minilm.sampling.generate_without_cache: the full forward over the last block_size
               tokens every step (what nanoGPT does)
 
-The two are timed in alternating rounds, so load from other processes hits both alike, and the
+When Hugging Face `transformers` is installed (it is not a dependency: `pip install transformers`
+in the same environment), a third path is timed in the same rounds as an outside baseline:
+
+    transformers  GPT2LMHeadModel of the same shape (random weights, n_positions = block 64),
+              `generate(do_sample=True)` with its KV cache; as its positions stop at 64, each round
+              is 8 calls of at most 63 new tokens from the one-token prompt
+
+The paths are timed in alternating rounds, so load from other processes hits both alike, and the
 median round is reported, with the ratio, tokens per CPU-second of this process (less sensitive to other jobs than the wall clock,
 though not immune: they still share caches and cores), peak memory and model FLOPs utilisation (MFU) against
 a float32 matmul rate measured in the same run. FLOPs per generated token, forward only:
@@ -105,6 +112,33 @@ def profile_step(model: GPT, device: torch.device, steps: int = 200) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def transformers_generator(config: GPTConfig, tokens: int, temperature: float, top_k: int):
+    """A callable that generates `tokens` tokens with transformers' GPT-2 of the same shape, or
+    None when transformers is not installed."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return None
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    hf_config = GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                           n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                           attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+    model = GPT2LMHeadModel(hf_config).eval()
+    prompt = torch.tensor([[10]])
+
+    def run():
+        done = 0
+        while done < tokens:  # its learned positions stop at block_size: restart from the prompt
+            n = min(config.block_size - 1, tokens - done)
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
+                                 min_new_tokens=n, do_sample=True, temperature=temperature, top_k=top_k,
+                                 pad_token_id=0)
+            done += out.shape[1] - 1
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Generation tokens/s: KV cache vs no cache, batch 1.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -146,11 +180,18 @@ def main() -> None:
           f"vocab {c.vocab_size}; batch 1, {args.tokens} new tokens, temperature {args.temperature}, "
           f"top-k {args.top_k}")
     rss_before = peak_rss_mib()
-    cached(), uncached()  # warm-up
-    times = {"cached": [], "no-cache": []}  # (wall, cpu) per round
-    for _ in range(args.rounds):  # alternate, so that bursts of outside load hit both paths
-        times["cached"].append(timed(cached, device))
-        times["no-cache"].append(timed(uncached, device))
+    paths = {"cached": cached, "no-cache": uncached}
+    hf = transformers_generator(c, args.tokens, args.temperature, args.top_k) if device.type == "cpu" else None
+    if hf is not None and not args.ckpt:
+        paths["transformers"] = hf
+    else:
+        print("(transformers not installed or --ckpt/--device given: no in-run transformers baseline)")
+    for fn in paths.values():  # warm-up
+        fn()
+    times = {name: [] for name in paths}  # (wall, cpu) per round
+    for _ in range(args.rounds):  # alternate, so that bursts of outside load hit every path
+        for name, fn in paths.items():
+            times[name].append(timed(fn, device))
     rate = {name: args.tokens / statistics.median(w for w, _ in t) for name, t in times.items()}
     best = {name: args.tokens / min(w for w, _ in t) for name, t in times.items()}
     per_cpu_s = {name: args.tokens / statistics.median(c for _, c in t) for name, t in times.items()}
@@ -159,20 +200,23 @@ def main() -> None:
     N = model.num_params(non_embedding=True)
     T_avg = average_context(len(prompt), args.tokens, c.block_size)
     flops_per_token = 2 * N + 4 * c.n_layer * T_avg * c.n_embd
-    for name in ("cached", "no-cache"):
+    for name in paths:
         mfu = rate[name] * flops_per_token / flops_rate
-        print(f"{name:>9}: {rate[name]:7.0f} tokens/s median of {args.rounds} (best {best[name]:.0f}), "
+        print(f"{name:>12}: {rate[name]:7.0f} tokens/s median of {args.rounds} (best {best[name]:.0f}), "
               f"{1e3 / rate[name]:.2f} ms/token, MFU {mfu:.2%}; {per_cpu_s[name]:.0f} tokens per CPU-second")
-    print(f"    ratio: cached / no-cache = {rate['cached'] / rate['no-cache']:.2f}x "
+    if "transformers" in rate:
+        print(f"       ratio: cached / transformers (same run) = {rate['cached'] / rate['transformers']:.2f}x "
+              f"(target >= 2x)")
+    print(f"       ratio: cached / no-cache = {rate['cached'] / rate['no-cache']:.2f}x "
           f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: above the core count, "
           f"other jobs share them and wall-clock rates drop)")
-    print(f"   memory: peak RSS {peak_rss_mib():.0f} MiB (after import and model: {rss_before:.0f} MiB); "
+    print(f"      memory: peak RSS {peak_rss_mib():.0f} MiB (after import and model: {rss_before:.0f} MiB); "
           f"KV cache at block_size: {2 * c.n_layer * c.block_size * c.n_embd * 4 / 2**10:.0f} KiB")
     if device.type == "cuda":
         print(f"           peak CUDA memory allocated {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
-    print(f"   matmul: {flops_rate / 1e9:.1f} GFLOP/s (float32 512x512); model FLOPs/token {flops_per_token / 1e6:.2f} M "
+    print(f"      matmul: {flops_rate / 1e9:.1f} GFLOP/s (float32 512x512); model FLOPs/token {flops_per_token / 1e6:.2f} M "
           f"(N = {N:,} non-embedding params, mean context {T_avg:.1f})")
-    print(f"   target: >= {3 * NANOGPT_TOKENS_PER_S} tokens/s (3x nanoGPT's {NANOGPT_TOKENS_PER_S}) and "
+    print(f"      target: >= {3 * NANOGPT_TOKENS_PER_S} tokens/s (3x nanoGPT's {NANOGPT_TOKENS_PER_S}) and "
           f">= {2 * TRANSFORMERS_TOKENS_PER_S} (2x transformers' {TRANSFORMERS_TOKENS_PER_S}); cached: "
           f"{rate['cached'] / NANOGPT_TOKENS_PER_S:.2f}x nanoGPT, {rate['cached'] / TRANSFORMERS_TOKENS_PER_S:.2f}x "
           f"transformers (their figures were taken on an idle machine; rerun when yours is idle)")

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minilm.gpt_decoder import GPTDecoder
 from minilm.layers import ACTIVATIONS, Block, LayerNorm, LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
 POSITION_SCHEMES = ("learned", "sinusoidal", "rope", "none")
@@ -97,7 +98,7 @@ class GPT(nn.Module):
                   rope=c.pos_emb == "rope", attn_impl=c.attn_impl, eps=c.layer_norm_eps)
             for _ in range(c.n_layer)
         )
-        self.ln_f = LayerNorm(c.n_embd, bias=c.bias, eps=c.layer_norm_eps)
+        self.ln_f = LayerNorm(c.n_embd, bias=c.bias, eps=c.layer_norm_eps, fused=c.attn_impl == "fast")
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)  # (V, C)
         if c.tie_weights:
             self.lm_head.weight = self.wte.weight  # one matrix reads tokens in and writes them out
@@ -199,6 +200,12 @@ class GPT(nn.Module):
             new_caches.append(cache)
         logits = self.lm_head(self.ln_f(x))  # (B, T_new, V)
         return logits, {"caches": new_caches, "tokens": torch.cat([tokens, idx], dim=1)}
+
+    def decoder(self):
+        """What generation calls `step` on. attn_impl="fast": a `GPTDecoder`, a snapshot of the
+        weights laid out for fast one-token steps (minilm/gpt_decoder.py; same logits as `step`);
+        attn_impl="readable": the model itself, so a reader can follow every step."""
+        return GPTDecoder(self) if self.config.attn_impl == "fast" else self
 
     # ------------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:

@@ -100,15 +100,22 @@ class LayerNorm(nn.Module):
 
         mu = mean_c x_c,   var = mean_c (x_c - mu)^2   (the biased variance, as in the paper)
         y  = (x - mu) / sqrt(var + eps) * weight + bias
+
+    `fused=True` (the fast path) computes the same thing with one kernel, `F.layer_norm`, instead
+    of the eight written out below; the tests check the two agree. On a CPU the eight small
+    kernels of one position cost several times the fused one, which matters most when generating
+    one token at a time.
     """
 
-    def __init__(self, n_embd: int, bias: bool = True, eps: float = 1e-5):
+    def __init__(self, n_embd: int, bias: bool = True, eps: float = 1e-5, fused: bool = False):
         super().__init__()
-        self.eps = eps
+        self.eps, self.fused = eps, fused
         self.weight = nn.Parameter(torch.ones(n_embd))  # (C,)
         self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None  # (C,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # (B, T, C)
         mu = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
         xc = x - mu  # (B, T, C), centred
         var = xc.square().mean(dim=-1, keepdim=True)  # (B, T, 1)
@@ -209,14 +216,15 @@ class CausalSelfAttention(nn.Module):
             k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + T_new, hs)
             v = torch.cat([cache["v"], v], dim=2)  # (B, nh, T_past + T_new, hs)
         T_all = k.shape[2]
-        # query i sits at position T_all - T_new + i and sees keys 0 .. T_all - T_new + i
-        allowed = torch.ones(T_new, T_all, dtype=torch.bool, device=x.device).tril(T_all - T_new)
-        if self.impl == "readable":
-            y = self.readable_attention(q, k, v, allowed)  # (B, nh, T_new, hs)
-        elif T_new == 1:  # the common case in generation: the one new query sees every key
-            y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs)
+        if self.impl == "fast" and T_new == 1:  # the common case in generation: the one new
+            y = F.scaled_dot_product_attention(q, k, v)  # query sees every key; (B, nh, 1, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, nh, T_new, hs)
+            # query i sits at position T_all - T_new + i and sees keys 0 .. T_all - T_new + i
+            allowed = torch.ones(T_new, T_all, dtype=torch.bool, device=x.device).tril(T_all - T_new)
+            if self.impl == "readable":
+                y = self.readable_attention(q, k, v, allowed)  # (B, nh, T_new, hs)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, nh, T_new, hs)
         y = y.transpose(1, 2).contiguous().view(B, T_new, C)  # (B, T_new, C)
         return self.c_proj(y), {"k": k, "v": v}
 
@@ -284,10 +292,11 @@ class Block(nn.Module):
                  dropout: float = 0.0, bias: bool = True, rope: bool = False, attn_impl: str = "fast",
                  eps: float = 1e-5):
         super().__init__()
-        self.ln_1 = LayerNorm(n_embd, bias=bias, eps=eps)
+        fused = attn_impl == "fast"
+        self.ln_1 = LayerNorm(n_embd, bias=bias, eps=eps, fused=fused)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias, rope, attn_impl)
-        self.ln_2 = LayerNorm(n_embd, bias=bias, eps=eps)
-        self.mlp = MLP(n_embd, mlp_hidden, activation, dropout, bias, fused=attn_impl == "fast")
+        self.ln_2 = LayerNorm(n_embd, bias=bias, eps=eps, fused=fused)
+        self.mlp = MLP(n_embd, mlp_hidden, activation, dropout, bias, fused=fused)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:

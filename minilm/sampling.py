@@ -8,7 +8,9 @@ Read top to bottom:
    `greedy=True` (or temperature 0) skips all of it and takes the argmax.
 2. `generate`: the fast loop. It calls `model.step(idx, state)`, the incremental-decoding
    contract of every minilm model (docs/CONTRACTS.md): a GPT carries a KV cache, an LSTM its
-   (h, c). Each new token costs one small forward pass over that single token.
+   (h, c). Each new token costs one small forward pass over that single token. A model may
+   offer `model.decoder()`, an object with the same `step` laid out for speed; a GPT returns
+   `minilm.gpt_decoder.GPTDecoder` (tested equal to `GPT.step`), and generate uses it.
 3. `generate_without_cache`: the slow reference. Each step runs the full forward over the whole
    (cropped) context, as nanoGPT does. Tests check the two give the same logits and tokens;
    `bench/sample.py` times both.
@@ -167,7 +169,9 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, temperatur
     model.eval()  # no dropout while sampling
     try:
         context = idx if limit is None else idx[:, -limit:]  # (B, <= block_size)
-        logits, state = model.step(context, None)  # (B, T, V)
+        # a GPT hands out a fast decoder with the same `step` (minilm/gpt_decoder.py)
+        stepper = model.decoder() if hasattr(model, "decoder") else model
+        logits, state = stepper.step(context, None)  # (B, T, V)
         new_tokens = []
         for i in range(max_new_tokens):
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)
@@ -175,7 +179,7 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, temperatur
             if on_token is not None:
                 on_token(tok[:, 0])
             if i + 1 < max_new_tokens:  # the logits after the last token would go unused
-                logits, state = model.step(tok, state)  # (B, 1, V)
+                logits, state = stepper.step(tok, state)  # (B, 1, V)
     finally:
         model.train(was_training)
     return torch.cat([idx] + new_tokens, dim=1)  # (B, T + max_new_tokens)

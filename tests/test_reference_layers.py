@@ -136,11 +136,14 @@ def test_rope_matches_torch(case, seed):
 
 @examples(20)
 @given(B=st.integers(1, 3), T=st.integers(1, 5), C=st.integers(1, 9), bias=st.booleans(),
-       eps=st.sampled_from([1e-5, 1e-3]), seed=seeds)
-def test_layernorm_matches_twin_and_functional(B, T, C, bias, eps, seed):
+       eps=st.sampled_from([1e-5, 1e-3]), fused=st.booleans(), seed=seeds)
+def test_layernorm_matches_twin_and_functional(B, T, C, bias, eps, fused, seed):
+    """Both paths (written out, and fused=True: one F.layer_norm kernel) against the twin,
+    forward and backward; the written-out path also against F.layer_norm itself."""
     x = 3.0 * randn(seed, B, T, C) + 1.0
-    check_twin(layers.LayerNorm(C, bias=bias, eps=eps), x, lambda m, xt: m(xt),
-               lambda x, p: ref.layernorm_forward(x, p, eps), ref.layernorm_backward, seed, "LayerNorm")
+    check_twin(layers.LayerNorm(C, bias=bias, eps=eps, fused=fused), x, lambda m, xt: m(xt),
+               lambda x, p: ref.layernorm_forward(x, p, eps), ref.layernorm_backward, seed,
+               f"LayerNorm (fused={fused})")
     ln = layers.LayerNorm(C, bias=bias, eps=eps).double()
     random_params(ln, seed)
     for dtype, kind in [(torch.float64, "torch_builtin_float64"), (torch.float32, "torch_builtin_float32")]:

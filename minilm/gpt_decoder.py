@@ -1,0 +1,108 @@
+"""Fast token-by-token generation for a GPT: the same computation as `GPT.step`, leaner.
+
+`GPT.step` (minilm/gpt.py) is the readable KV-cache path: it walks the model's modules, the same
+ones the training forward uses. Generating one token at a time on a CPU, though, is a chain of
+tiny (1 x C) @ (C x 4C) products, and the fixed cost of each call (Python, the nn.Module
+machinery, PyTorch's dispatch, the matrix layout the BLAS library is handed) is larger than the
+arithmetic. `GPTDecoder` is the fast path for that one case, a single new token per sequence:
+
+- every weight matrix is copied once, transposed to (in, out) and contiguous, so each product is
+  `torch.addmm(b, x, W_t)`: x (B, in) @ W_t (in, out) + b. On the project's CPU this runs ~1.5x
+  faster than `F.linear(x, W, b)` with W stored (out, in) as nn.Linear keeps it;
+- layer norm and the activation are single fused kernels, attention is
+  `F.scaled_dot_product_attention` (one query sees every cached key, so no mask is built);
+- no nn.Module calls: one function reads top to bottom, one position per line.
+
+Everything else (the prompt, several new tokens at once, the re-fill beyond block_size) is
+delegated to `GPT.step`, and the cache has its format, so the two can be mixed freely.
+`tests/test_gpt_decoder.py` checks that the logits equal `GPT.step`'s at every step, for every
+position scheme, with and without biases, past block_size.
+
+The decoder is a snapshot: build it after training (`generate` builds one per call; copying the
+weights of a 1M-parameter model takes about a millisecond), not before.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minilm.layers import FUSED_ACTIVATIONS, LearnedPositionEmbedding, SinusoidalPositionEmbedding, apply_rope, rope_cos_sin
+
+
+def _transposed(linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W^T as a contiguous (in, out) copy, bias or None) of an nn.Linear."""
+    weight = linear.weight.detach().t().contiguous()  # (in, out)
+    bias = None if linear.bias is None else linear.bias.detach()  # (out,)
+    return weight, bias
+
+
+def _affine(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (B, in) @ W^T (in, out) + b -> (B, out)."""
+    return x @ weight_t if bias is None else torch.addmm(bias, x, weight_t)
+
+
+class GPTDecoder:
+    """`decoder.step(idx, state) -> (logits, state)`, the contract of `GPT.step`, fast when idx is
+    one token per sequence (B, 1) that fits in the cache; anything else goes to `GPT.step`."""
+
+    def __init__(self, model):
+        c = model.config
+        self.model = model
+        self.n_head, self.head_size, self.n_embd = c.n_head, c.n_embd // c.n_head, c.n_embd
+        self.eps, self.block_size = c.layer_norm_eps, c.block_size
+        self.rope = c.pos_emb == "rope"
+        self.act = FUSED_ACTIVATIONS[c.activation]
+        self.wte = model.wte.weight.detach()  # (V, C)
+        if isinstance(model.wpe, LearnedPositionEmbedding):
+            self.positions = model.wpe.weight.detach()  # (block_size, C)
+        elif isinstance(model.wpe, SinusoidalPositionEmbedding):
+            self.positions = model.wpe.table.to(self.wte.dtype)  # (block_size, C)
+        else:
+            self.positions = None  # RoPE (inside attention) or no positions
+        self.layers = []
+        for block in model.h:
+            self.layers.append({
+                "ln_1": (block.ln_1.weight.detach(), _bias(block.ln_1)),
+                "c_attn": _transposed(block.attn.c_attn),  # (C, 3C)
+                "attn_proj": _transposed(block.attn.c_proj),  # (C, C)
+                "ln_2": (block.ln_2.weight.detach(), _bias(block.ln_2)),
+                "c_fc": _transposed(block.mlp.c_fc),  # (C, 4C)
+                "mlp_proj": _transposed(block.mlp.c_proj),  # (4C, C)
+            })
+        self.ln_f = (model.ln_f.weight.detach(), _bias(model.ln_f))
+        self.lm_head_t = model.lm_head.weight.detach().t().contiguous()  # (C, V)
+
+    def layer_norm(self, x: torch.Tensor, params) -> torch.Tensor:
+        return F.layer_norm(x, (self.n_embd,), params[0], params[1], self.eps)  # (B, C)
+
+    @torch.no_grad()
+    def step(self, idx: torch.Tensor, state: dict | None = None):
+        T_past = 0 if state is None else state["tokens"].shape[1]
+        if state is None or idx.dim() != 2 or idx.shape[1] != 1 or T_past + 1 > self.block_size:
+            return self.model.step(idx, state)  # the prompt, several tokens, or a re-fill
+        self.model._check_idx(idx)
+        B, nh, hs, C = idx.shape[0], self.n_head, self.head_size, self.n_embd
+        x = self.wte[idx[:, 0]]  # (B, C)
+        if self.positions is not None:
+            x = x + self.positions[T_past]  # (B, C) + (C,)
+        if self.rope:
+            cos, sin = rope_cos_sin(torch.tensor([T_past], device=idx.device), hs)  # (1, hs/2) each
+        new_caches = []
+        for layer, cache in zip(self.layers, state["caches"]):
+            qkv = _affine(self.layer_norm(x, layer["ln_1"]), *layer["c_attn"])  # (B, 3C)
+            q, k, v = qkv.view(B, 3, nh, 1, hs).unbind(1)  # (B, nh, 1, hs) each
+            if self.rope:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + 1, hs)
+            v = torch.cat([cache["v"], v], dim=2)  # (B, nh, T_past + 1, hs)
+            new_caches.append({"k": k, "v": v})
+            y = F.scaled_dot_product_attention(q, k, v).reshape(B, C)  # (B, nh, 1, hs) -> (B, C)
+            x = x + _affine(y, *layer["attn_proj"])  # (B, C)
+            h = self.act(_affine(self.layer_norm(x, layer["ln_2"]), *layer["c_fc"]))  # (B, 4C)
+            x = x + _affine(h, *layer["mlp_proj"])  # (B, C)
+        logits = self.layer_norm(x, self.ln_f) @ self.lm_head_t  # (B, V)
+        return logits[:, None, :], {"caches": new_caches, "tokens": torch.cat([state["tokens"], idx], dim=1)}
+
+
+def _bias(layer_norm) -> torch.Tensor | None:
+    return None if layer_norm.bias is None else layer_norm.bias.detach()
