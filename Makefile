@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test check-twins venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The main job: train the default small GPT on bundled Shakespeare (preset cpu-tiny, a few minutes
+# on a laptop CPU; CUDA or Apple MPS when present), then sample from it. runs/demo is the demo's
+# own folder and is replaced on every run.
 demo: $(STAMP)
+	$(PY) train.py --data shakespeare --preset cpu-tiny --out runs/demo --overwrite
+	$(PY) sample.py --ckpt runs/demo/ckpt.pt --prompt "ROMEO:" --max-new-tokens 300 --seed 1
+
+# One forward/backward pass of a tiny GPT against its NumPy float64 twin, printed layer by layer.
+check-twins: $(STAMP)
 	$(PY) -m minilm.demo
 
 test: $(STAMP)

@@ -122,7 +122,9 @@ class GPT(nn.Module):
     def _check_idx(self, idx: torch.Tensor, what: str = "idx") -> None:
         _require(idx.dim() == 2, f"{what} must have shape (B, T), got {tuple(idx.shape)}")
         _require(idx.shape[1] >= 1, f"{what} must hold at least one token per sequence (T >= 1)")
-        if not idx.is_cuda:  # on CUDA this check would stall the GPU every step; data is checked upstream
+        # On CUDA this check would stall the GPU every step, and under torch.compile it would split
+        # the graph in two; there the data is checked upstream (minilm.data) instead.
+        if not idx.is_cuda and not torch.compiler.is_compiling():
             lo, hi = int(idx.min()), int(idx.max())
             _require(lo >= 0 and hi < self.config.vocab_size,
                      f"{what} holds token ids in [{lo}, {hi}], outside the vocabulary [0, vocab_size={self.config.vocab_size})")

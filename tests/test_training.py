@@ -82,7 +82,8 @@ def test_bad_numbers_in_the_config_name_their_flag(field, value, flag):
 def test_presets_set_sizes_and_explicit_settings_win():
     config = TrainConfig.from_preset("nanogpt-cpu", steps=10, model_args={"n_layer": 2})
     assert (config.block_size, config.batch_size, config.steps) == (64, 12, 10)
-    assert config.model_args == {"n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.0}
+    assert config.model_args == {"n_layer": 2, "n_head": 4, "n_embd": 128, "dropout": 0.0, "bias": False,
+                                 "activation": "gelu"}
     assert set(PRESETS) >= {"cpu-tiny", "gpu-small", "nanogpt-cpu", "ci-tiny"}
     with pytest.raises(UserError, match="--preset"):
         TrainConfig.from_preset("huge")
