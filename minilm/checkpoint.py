@@ -40,25 +40,9 @@ class CheckpointError(UserError):
 
 def model_registry() -> dict:
     """`--model` name -> (ModelClass, ConfigClass), from `minilm.MODELS` (docs/CONTRACTS.md)."""
-    import minilm
+    from minilm import MODELS  # imported here: minilm/__init__ imports the models, not checkpoint
 
-    registry = getattr(minilm, "MODELS", None)
-    if registry:
-        return dict(registry)
-    registry = {}  # fallback while the package's __init__ does not list them yet
-    try:
-        from minilm.gpt import GPT, GPTConfig
-
-        registry["gpt"] = (GPT, GPTConfig)
-    except ImportError:
-        pass
-    try:
-        from minilm.lstm import LSTMConfig, LSTMLM
-
-        registry["lstm"] = (LSTMLM, LSTMConfig)
-    except ImportError:
-        pass
-    return registry
+    return dict(MODELS)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
