@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from minilm import mismatch
 
@@ -249,3 +250,21 @@ def test_matched_lstm_is_close_to_the_gpt_size():
 
     lstm = LSTMLM(LSTMConfig(**args))
     assert abs(lstm.num_params() - gpt.num_params()) <= 0.02 * gpt.num_params()
+
+
+def test_gpu_preset_builds_its_models_and_fits_every_bundled_corpus():
+    """The gpu preset cannot be run in CI (no GPU), but its pieces can be checked: the GPT and
+    the parameter-matched LSTM build at its sizes, and every bundled corpus holds windows of its
+    context in both splits (load_domains checks that first)."""
+    from minilm.gpt import GPT, GPTConfig
+    from minilm.lstm import LSTMConfig, LSTMLM
+
+    config = mismatch.PRESETS["gpu"]
+    assert config.block_size == 256 and config.seeds >= 3
+    with torch.device("meta"):  # shapes only: no memory for the weights
+        gpt = GPT(GPTConfig(block_size=config.block_size, **config.gpt_args()))
+        lstm = LSTMLM(LSTMConfig(**mismatch.matched_lstm_args(config, gpt.num_params())))
+    assert gpt.num_params() > 10_000_000
+    assert abs(lstm.num_params() - gpt.num_params()) <= 0.02 * gpt.num_params()
+    for name, spec in mismatch.choose_domains(None, {}).items():
+        mismatch.check_corpus_size(name, spec, config.block_size)  # raises UserError if too small
