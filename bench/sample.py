@@ -207,9 +207,10 @@ def main() -> None:
     if "transformers" in rate:
         print(f"       ratio: cached / transformers (same run) = {rate['cached'] / rate['transformers']:.2f}x "
               f"(target >= 2x)")
+    load, cores = os.getloadavg()[0], os.cpu_count()
+    busy = " (above the core count: other jobs share the cores and wall-clock rates drop)" if load > cores else ""
     print(f"       ratio: cached / no-cache = {rate['cached'] / rate['no-cache']:.2f}x "
-          f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: above the core count, "
-          f"other jobs share them and wall-clock rates drop)")
+          f"(load average now {load:.1f} on {cores} cores{busy})")
     print(f"      memory: peak RSS {peak_rss_mib():.0f} MiB (after import and model: {rss_before:.0f} MiB); "
           f"KV cache at block_size: {2 * c.n_layer * c.block_size * c.n_embd * 4 / 2**10:.0f} KiB")
     if device.type == "cuda":

@@ -97,13 +97,27 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from the categorical distribution in each row: probs (B, V) -> (B, 1).
+
+    The "exponential race": give every token an independent waiting time E_i ~ Exp(1). Then
+    E_i / p_i is exponential with rate p_i, and the first of these clocks to ring is token i with
+    probability p_i / sum_j p_j. So argmax_i p_i / E_i is one exact draw (the Gumbel-max trick in
+    another form). It is two kernels, noise and argmax; for one row on a CPU that is about half
+    the time of `torch.multinomial`. A token with probability 0 never wins (E_i is kept > 0).
+    """
+    waits = torch.empty_like(probs).exponential_(generator=generator)  # (B, V), E_i ~ Exp(1)
+    waits.clamp_min_(torch.finfo(waits.dtype).tiny)
+    return torch.argmax(probs / waits, dim=-1, keepdim=True)  # (B, 1)
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, greedy: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick the next token of each row: logits (B, V) -> token ids (B, 1) int64.
 
     greedy=True or temperature=0: the argmax (no randomness, `generator` unused).
-    Otherwise: temperature, then top-k, then top-p, then one draw from the softmax using
+    Otherwise: temperature, then top-k, then top-p, then one draw (`draw`) from the softmax using
     `generator` (a seeded torch.Generator on the logits' device makes the draw repeatable).
     The arguments are not checked here (this runs once per token); `generate` checks them once.
     """
@@ -113,7 +127,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     logits = top_k_filter(logits, top_k)  # (B, V)
     logits = top_p_filter(logits, top_p)  # (B, V)
     probs = probabilities(logits)  # (B, V), filtered tokens have probability 0
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    return draw(probs, generator)  # (B, 1)
 
 
 # ----------------------------------------------------------------------------------------------

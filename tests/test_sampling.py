@@ -26,7 +26,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from minilm.gpt import GPT, GPTConfig
-from minilm.sampling import (NgramIndex, TextStreamer, Utf8Stream, apply_temperature, generate,
+from minilm.sampling import (NgramIndex, TextStreamer, Utf8Stream, apply_temperature, draw, generate,
                              generate_without_cache, incomplete_utf8_tail, next_context_length, novelty,
                              sample_next, top_k_filter, top_p_filter)
 from tests.strategies import examples
@@ -236,6 +236,23 @@ def test_sampling_never_picks_a_filtered_token():
     # top-p 0.5 on probabilities (0.5, 0.3, 0.2): token 0 alone reaches 0.5
     picks = sample_next(torch.tensor([[0.5, 0.3, 0.2]]).log().repeat(200, 1), top_p=0.5, generator=g)
     assert set(picks[:, 0].tolist()) == {0}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_draw_follows_the_distribution(dtype):
+    """40,000 draws from p = (0.4, 0, 0.25, 0.2, 0.1, 0.05, 0): the zero-probability tokens never
+    come up, and Pearson's chi-square over the 5 others (4 degrees of freedom, whose tail is
+    exp(-x/2) (1 + x/2) exactly) is not in its one-in-a-million tail. Seeded, so not flaky; a
+    sampler that is off by a few percent on any token fails (drawing from p^0.9 gave a tail of 2e-27)."""
+    p = torch.tensor([0.4, 0.0, 0.25, 0.2, 0.1, 0.05, 0.0], dtype=dtype)
+    n = 40_000
+    picks = draw(p.repeat(n, 1), torch.Generator().manual_seed(0))[:, 0]  # (n,)
+    counts = torch.bincount(picks, minlength=len(p)).double()
+    assert counts[p == 0].sum() == 0
+    expected = n * p[p > 0].double()
+    chi_square = float(((counts[p > 0] - expected) ** 2 / expected).sum())
+    tail = math.exp(-chi_square / 2) * (1 + chi_square / 2)
+    assert tail > 1e-6, f"chi-square {chi_square:.1f} (tail {tail:.1e}): the draws do not follow p"
 
 
 # ----------------------------------------------------------------------------------------------
