@@ -161,8 +161,8 @@ PRESETS: dict[str, dict] = {
     # --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000
     # --lr_decay_iters=2000 --dropout=0.0 --eval_iters=20): for the speed and loss comparison.
     # Same shapes, no biases and exact (erf) GELU as nanoGPT's model.py (on this CPU the tanh form
-    # of GPT-2 costs 2.3x as much forward + backward), but a learning rate of 3e-3 instead of
-    # nanoGPT's 1e-3 (tuned for its bigger GPU model): with tanh GELU, val loss at step 2000 was
+    # of GPT-2 costs ~2x as much forward + backward, bench/micro.py), but a learning rate of 3e-3
+    # instead of nanoGPT's 1e-3 (tuned for its bigger GPU model): with tanh GELU, val loss at step 2000 was
     # 1.898 / 1.836 / 1.797 at lr 1e-3 / 2e-3 / 3e-3 (seed 1; seed 2: 1.900 at 1e-3, 1.835 at
     # 2e-3), `train.py --preset nanogpt-cpu --lr LR --min-lr LR/10` on the project's 2-core VM.
     "nanogpt-cpu": dict(block_size=64, batch_size=12, steps=2000, lr=3e-3, min_lr=3e-4, warmup_steps=100,

@@ -1,0 +1,178 @@
+"""Small timings behind design choices in minilm, each against its alternative in the same run.
+
+    .venv/bin/python bench/micro.py
+
+1. One-token decoding (GPTDecoder, nanoGPT's CPU model shape): its products as written,
+   `torch.addmm(b, x, W_t)` with W_t a contiguous (in, out) copy, against `F.linear(x, W, b)`
+   with W stored (out, in) as nn.Linear keeps it; everything else the same.
+2. Drawing one token (sampling.draw vs torch.multinomial), one row of 256 probabilities.
+3. GELU forward + backward, tanh form vs exact (erf), on a (12, 64, 512) activation: the MLP
+   hidden layer of nanoGPT's CPU shapes.
+4. A whole training step of that model (4 x 128, block 64, batch 12, no biases), tanh vs exact
+   GELU, the two models' steps interleaved.
+5. With --profile: the share of matrix products in an eager training step (torch profiler).
+Each figure is the median over repeats (microseconds or milliseconds per call).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from minilm.gpt import GPT, GPTConfig  # noqa: E402
+from minilm.sampling import draw  # noqa: E402
+
+
+def median_seconds(fn, repeats: int, inner: int) -> float:
+    """Median over `repeats` of the mean time of `inner` calls of fn (after a warm-up)."""
+    for _ in range(inner):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def one_token_products(tokens: int = 500, rounds: int = 7) -> None:
+    """GPTDecoder as written (addmm on (in, out) copies) against the same decoder given nn.Linear's
+    own (out, in) weights and F.linear, generating greedily from a random model, rounds alternating."""
+    import minilm.gpt_decoder as gd
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128)).eval()
+    transposed = model.decoder()
+    as_linear = model.decoder()
+    for layer, block in zip(as_linear.layers, model.h):
+        for key, module in (("c_attn", block.attn.c_attn), ("attn_proj", block.attn.c_proj),
+                            ("c_fc", block.mlp.c_fc), ("mlp_proj", block.mlp.c_proj)):
+            layer[key] = (module.weight.detach(), module.bias.detach())  # (out, in), as nn.Linear keeps it
+    as_linear.lm_head_t = model.lm_head.weight.detach().t()  # a view: the (V, C) storage, read transposed
+    addmm = gd._affine
+
+    def decode(decoder, affine):
+        gd._affine = affine
+        try:
+            logits, state = decoder.step(torch.tensor([[10]]))
+            for _ in range(tokens):
+                logits, state = decoder.step(logits[:, -1].argmax(-1, keepdim=True), state)
+        finally:
+            gd._affine = addmm
+
+    def linear(x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    times = {"addmm": [], "linear": []}
+    with torch.inference_mode():
+        decode(transposed, addmm), decode(as_linear, linear)  # warm-up
+        for _ in range(rounds):
+            for name, decoder, affine in (("addmm", transposed, addmm), ("linear", as_linear, linear)):
+                start = time.perf_counter()
+                decode(decoder, affine)
+                times[name].append((time.perf_counter() - start) / tokens)
+    a, b = statistics.median(times["linear"]), statistics.median(times["addmm"])
+    print(f"1. one-token decoding ({tokens} greedy tokens, median of {rounds}): F.linear on (out, in) weights "
+          f"{a * 1e3:.3f} ms/token, addmm on (in, out) copies {b * 1e3:.3f} ms/token -> {a / b:.2f}x")
+
+
+def drawing_a_token() -> None:
+    probs = torch.softmax(torch.randn(1, 256), dim=-1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        m = median_seconds(lambda: torch.multinomial(probs, 1, generator=generator), 21, 500)
+        d = median_seconds(lambda: draw(probs, generator), 21, 500)
+    print(f"2. one token from 256: torch.multinomial {m * 1e6:6.1f} us, sampling.draw {d * 1e6:6.1f} us "
+          f"-> {m / d:.2f}x")
+
+
+def gelu_forms() -> None:
+    x = torch.randn(12, 64, 512, requires_grad=True)
+    grad = torch.randn(12, 64, 512)
+    tanh = median_seconds(lambda: F.gelu(x, approximate="tanh").backward(grad), 15, 5)
+    exact = median_seconds(lambda: F.gelu(x).backward(grad), 15, 5)
+    print(f"3. GELU fwd+bwd (12, 64, 512): tanh {tanh * 1e3:6.2f} ms, exact {exact * 1e3:6.2f} ms "
+          f"-> tanh costs {tanh / exact:.2f}x")
+
+
+def training_step_gelu(steps: int) -> None:
+    x = torch.randint(0, 256, (12, 64))  # (B, T)
+    y = torch.randint(0, 256, (12, 64))  # (B, T)
+    runs = {}
+    for activation in ("gelu_tanh", "gelu"):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
+                              activation=activation))
+        runs[activation] = (model, torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True), [])
+    for i in range(steps + 10):
+        for model, optimizer, times in runs.values():
+            start = time.perf_counter()
+            _, loss = model(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= 10:  # the first steps warm up
+                times.append(time.perf_counter() - start)
+    tanh, exact = (statistics.median(runs[a][2]) for a in ("gelu_tanh", "gelu"))
+    print(f"4. training step, nanoGPT CPU shapes: tanh GELU {tanh * 1e3:6.2f} ms, exact {exact * 1e3:6.2f} ms "
+          f"-> {tanh / exact:.2f}x (median of {steps} interleaved steps, {torch.get_num_threads()} threads)")
+
+
+def profile_training_step(steps: int = 10) -> None:
+    """Where a training step's time goes (exact GELU, eager): share of aten::mm in self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
+                          activation="gelu"))
+    optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True)
+    x, y = torch.randint(0, 256, (12, 64)), torch.randint(0, 256, (12, 64))
+
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    print(f"5. profile of {steps} eager training steps: matrix products (mm/addmm/bmm) take {matmul / total:.0%} "
+          f"of self CPU time")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=8))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Timings behind minilm's design choices.")
+    parser.add_argument("--steps", type=int, default=60, help="interleaved training steps per model in part 4")
+    parser.add_argument("--profile", action="store_true", help="5. also profile eager training steps by operator")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (parts 1-2 use 1 thread)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-1 generation runs on one thread (bench/sample.py)
+    one_token_products()
+    drawing_a_token()
+    torch.set_num_threads(threads)
+    gelu_forms()
+    training_step_gelu(args.steps)
+    if args.profile:
+        profile_training_step()
+
+
+if __name__ == "__main__":
+    main()
