@@ -16,6 +16,7 @@ All twins model eval mode (no dropout). This package imports only NumPy and the 
     mlp.py         MLP and its activations (gelu_tanh, gelu, relu)
     block.py       the pre-norm residual block
     gpt.py         the whole model, with weight tying
+    kv_cache.py    incremental decoding with a key/value cache (the twin of GPT.step)
     loss.py        softmax cross-entropy with ignore_index = -1
     params.py      parameter dicts, params_from_torch / params_to_torch
 """
@@ -25,6 +26,7 @@ from minilm.reference.block import block_backward, block_forward
 from minilm.reference.embedding import (embedding_backward, embedding_forward, learned_position_backward,
                                         learned_position_forward, sinusoidal_table)
 from minilm.reference.gpt import gpt_backward, gpt_forward, gpt_loss
+from minilm.reference.kv_cache import gpt_step
 from minilm.reference.layernorm import layernorm_backward, layernorm_forward
 from minilm.reference.linear import linear_backward, linear_forward
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
@@ -37,7 +39,8 @@ __all__ = [
     "ACTIVATIONS", "allowed_keys", "attention_backward", "attention_core_backward", "attention_core_forward",
     "attention_forward", "block_backward", "block_forward", "cross_entropy_backward", "cross_entropy_forward",
     "embedding_backward", "embedding_forward", "gelu_backward", "gelu_forward", "gelu_tanh_backward",
-    "gelu_tanh_forward", "gpt_backward", "gpt_forward", "gpt_loss", "layernorm_backward", "layernorm_forward",
+    "gelu_tanh_forward", "gpt_backward", "gpt_forward", "gpt_loss", "gpt_step", "layernorm_backward",
+    "layernorm_forward",
     "learned_position_backward", "learned_position_forward", "linear_backward", "linear_forward",
     "mlp_backward", "mlp_forward", "params_from_torch", "params_to_torch", "relu_backward", "relu_forward",
     "rope_backward", "rope_cos_sin", "rope_forward", "sinusoidal_table", "softmax", "sub", "with_prefix",
