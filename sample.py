@@ -158,8 +158,11 @@ def run(args: argparse.Namespace) -> None:
         if not args.no_stream:
             out.write(prompt)
             streamer = TextStreamer(tokenizer, lambda text: (out.write(text), out.flush()))
-        tokens = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, greedy=args.greedy, generator=generator, on_token=streamer)
+        try:
+            tokens = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, greedy=args.greedy, generator=generator, on_token=streamer)
+        except ValueError as error:  # the arguments were checked above: this is the model's output
+            raise UserError(f"--ckpt {args.ckpt}: {error}") from None
         new_ids = tokens[0, len(ids):].tolist()
         if streamer is not None:
             streamer.finish()

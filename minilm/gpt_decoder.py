@@ -33,8 +33,12 @@ from minilm.layers import FUSED_ACTIVATIONS, LearnedPositionEmbedding, Sinusoida
 def _transposed(linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(W^T as a contiguous (in, out) copy, bias or None) of an nn.Linear."""
     weight = linear.weight.detach().t().contiguous()  # (in, out)
-    bias = None if linear.bias is None else linear.bias.detach()  # (out,)
-    return weight, bias
+    return weight, _bias(linear)  # (in, out), (out,) or None
+
+
+def _bias(module) -> torch.Tensor | None:
+    """The bias of a LayerNorm or Linear, detached, or None when it has none."""
+    return None if module.bias is None else module.bias.detach()
 
 
 def _affine(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -104,6 +108,3 @@ class GPTDecoder:
         logits = self.layer_norm(x, self.ln_f) @ self.lm_head_t  # (B, V)
         return logits[:, None, :], {"caches": new_caches, "tokens": torch.cat([state["tokens"], idx], dim=1)}
 
-
-def _bias(layer_norm) -> torch.Tensor | None:
-    return None if layer_norm.bias is None else layer_norm.bias.detach()

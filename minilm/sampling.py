@@ -106,7 +106,8 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     another form). It is also how `torch.multinomial` draws one sample (with torch 2.13 the two
     give the same tokens from the same generator: 200 of 200 seeds checked); written out, it skips
     multinomial's checks of its input, which for one row on a CPU took more than half its time.
-    A token with probability 0 never wins (E_i is kept > 0).
+    A token with probability 0 never wins (E_i is kept > 0). Like those checks, rows must be
+    finite: a nan row gives a meaningless token (`generate` checks the prompt's logits once).
     """
     waits = torch.empty_like(probs).exponential_(generator=generator)  # (B, V), E_i ~ Exp(1)
     waits.clamp_min_(torch.finfo(waits.dtype).tiny)
@@ -146,6 +147,14 @@ def _as_batch(prompt_ids, device: torch.device) -> torch.Tensor:
         raise ValueError(f"prompt_ids must be a non-empty sequence of token ids, or (B, T) with T >= 1; "
                          f"got shape {tuple(idx.shape)}")
     return idx
+
+
+def require_finite(logits: torch.Tensor) -> None:
+    """Refuse logits with nan or inf (a diverged model): nothing meaningful can be drawn from them.
+    Checked once per generation, on the prompt's logits, not per token (it costs a sync)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model's logits for the prompt are not finite (nan or inf): its weights "
+                         "have probably diverged, so no token can be drawn from them")
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -188,6 +197,7 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, temperatur
         # a GPT hands out a fast decoder with the same `step` (minilm/gpt_decoder.py)
         stepper = model.decoder() if hasattr(model, "decoder") else model
         logits, state = stepper.step(context, None)  # (B, T, V)
+        require_finite(logits[:, -1, :])
         new_tokens = []
         for i in range(max_new_tokens):
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)
@@ -251,6 +261,8 @@ def generate_without_cache(model: torch.nn.Module, prompt_ids, max_new_tokens: i
         n = idx.shape[1] if limit is None else min(idx.shape[1], limit)  # tokens the model reads
         for i in range(max_new_tokens):
             logits, _ = model(idx[:, -n:])  # (B, n, V)
+            if i == 0:
+                require_finite(logits[:, -1, :])
             if on_logits is not None:
                 on_logits(logits[:, -1, :])
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)

@@ -444,6 +444,17 @@ def test_bad_sampling_arguments_raise(kwargs, match):
         generate_without_cache(model, [1], **args)
 
 
+def test_a_diverged_model_is_refused_instead_of_sampled():
+    """Nan weights give nan logits; the draw would then pick a meaningless token, so generation
+    refuses them with a message that says what is wrong (checked once, on the prompt)."""
+    model = tiny_gpt(torch.float32)
+    with torch.no_grad():
+        model.h[0].mlp.c_fc.weight.fill_(float("nan"))
+    for fn in (generate, generate_without_cache):
+        with pytest.raises(ValueError, match=r"logits for the prompt are not finite"):
+            fn(model, [1, 2], 3)
+
+
 def test_empty_prompt_ids_raise():
     with pytest.raises(ValueError, match="prompt_ids"):
         generate(tiny_gpt(torch.float32), [], 3)
@@ -510,6 +521,16 @@ def test_cli_bad_checkpoints(tmp_path):
     corrupt.write_bytes(b"this is not a checkpoint")
     status, _, err = run_main("--ckpt", str(corrupt))
     assert status == 2 and "--ckpt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_diverged_checkpoint_one_line_status_2(ckpt, tmp_path):
+    checkpoint_module = pytest.importorskip("minilm.checkpoint")
+    checkpoint = torch.load(ckpt, weights_only=False)
+    checkpoint["model"] = {k: torch.full_like(v, float("nan")) for k, v in checkpoint["model"].items()}
+    diverged = Path(checkpoint_module.save_checkpoint(tmp_path / "nan.pt", checkpoint))
+    status, _, err = run_main("--ckpt", str(diverged), "--prompt", "the cat")
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "--ckpt" in lines[0] and "not finite" in lines[0], err
 
 
 def test_cli_empty_prompt_file(ckpt, tmp_path):
