@@ -5,7 +5,8 @@
 1. One-token decoding (GPTDecoder, nanoGPT's CPU model shape): its products as written,
    `torch.addmm(b, x, W_t)` with W_t a contiguous (in, out) copy, against `F.linear(x, W, b)`
    with W stored (out, in) as nn.Linear keeps it; everything else the same.
-2. Drawing one token (sampling.draw vs torch.multinomial), one row of 256 probabilities.
+2. Drawing one token (sampling.draw vs torch.multinomial), one row of 256 probabilities, and
+   whether the two pick the same tokens from the same seeded generator (200 seeds, 3 rows of 50).
 3. GELU forward + backward, tanh form vs exact (erf), on a (12, 64, 512) activation: the MLP
    hidden layer of nanoGPT's CPU shapes.
 4. A whole training step of that model (4 x 128, block 64, batch 12, no biases), tanh vs exact
@@ -90,8 +91,13 @@ def drawing_a_token() -> None:
     with torch.inference_mode():
         m = median_seconds(lambda: torch.multinomial(probs, 1, generator=generator), 21, 500)
         d = median_seconds(lambda: draw(probs, generator), 21, 500)
+    same = 0
+    for seed in range(200):  # does draw pick multinomial's tokens from the same generator state?
+        rows = torch.softmax(3 * torch.randn(3, 50, generator=torch.Generator().manual_seed(seed)), dim=-1)
+        same += torch.equal(draw(rows, torch.Generator().manual_seed(seed)),
+                            torch.multinomial(rows, 1, generator=torch.Generator().manual_seed(seed)))
     print(f"2. one token from 256: torch.multinomial {m * 1e6:6.1f} us, sampling.draw {d * 1e6:6.1f} us "
-          f"-> {m / d:.2f}x")
+          f"-> {m / d:.2f}x; same tokens as multinomial for {same} of 200 seeds")
 
 
 def gelu_forms() -> None:

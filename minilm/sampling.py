@@ -104,7 +104,7 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     E_i / p_i is exponential with rate p_i, and the first of these clocks to ring is token i with
     probability p_i / sum_j p_j. So argmax_i p_i / E_i is one exact draw (the Gumbel-max trick in
     another form). It is also how `torch.multinomial` draws one sample (with torch 2.13 the two
-    give the same tokens from the same generator: 200 of 200 seeds checked); written out, it skips
+    give the same tokens from the same generator: 200 of 200 seeds, bench/micro.py); written out, it skips
     multinomial's checks of its input, which for one row on a CPU took more than half its time.
     A token with probability 0 never wins (E_i is kept > 0). Like those checks, rows must be
     finite: a nan row gives a meaningless token (`generate` checks the prompt's logits once).
