@@ -3,13 +3,21 @@
     python bench/train.py                          # nanoGPT's CPU shapes, 200 iterations
     python bench/train.py --iters 2000             # the full comparison run, with val loss at the end
     python bench/train.py --preset gpu-small --compile --iters 500     # on a GPU
+    python bench/train.py --preset gpu-small --compile --iters 5000 --eval-interval 250 \
+        --target-val-loss 1.47                     # time to reach nanoGPT's val loss on a GPU
 
 MFU compares the model's FLOP rate with a matmul FLOP rate measured in the same run, on the same
 device and threads:
     FLOPs per token = 6 N + 12 L T d      (N non-embedding parameters, L layers, T context, d width)
     MFU = tokens/s x FLOPs per token / (matmul FLOPs/s)
 The first --warmup-iters iterations are not timed; evaluation is never timed. Peak RSS is read
-before the matmul probe runs.
+before the matmul probe runs. On CUDA the loop waits for the GPU only every --log-interval steps
+(default 50 there, 1 elsewhere): waiting every step would stop the CPU from queueing the next
+step's kernels while the GPU works. The per-step times then add up to the wall time of the timed
+steps, as long as --eval-interval is a multiple of --log-interval.
+
+--target-val-loss X reports the first evaluation whose validation loss is <= X: its step and the
+seconds since train() was called (data loading, compilation and evaluations included).
 """
 from __future__ import annotations
 
@@ -32,7 +40,8 @@ from minilm.training import TrainConfig, train  # noqa: E402
 
 
 def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
-    """Best observed FLOP rate of a (size x size) @ (size x size) matmul: 2 size^3 FLOPs each."""
+    """Best observed FLOP rate of a (size x size) @ (size x size) matmul: 2 size^3 FLOPs each.
+    The first rounds (library start-up) only lower `best`, which keeps the fastest round."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = 0.0
@@ -71,15 +80,28 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--batch-size", type=int, default=0, help="override the preset's batch size (0 = keep)")
+    parser.add_argument("--eval-interval", type=int, default=0,
+                        help="evaluate every this many steps (0 = only at the end)")
+    parser.add_argument("--target-val-loss", type=float, default=0.0,
+                        help="report when the validation loss first reaches this (needs --eval-interval)")
+    parser.add_argument("--log-interval", type=int, default=0,
+                        help="wait for the device every this many steps (0 = 50 on CUDA, else 1)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
         device = pick_device(args.device)
         if args.threads:
             torch.set_num_threads(args.threads)
-        overrides = dict(steps=args.iters, lr_decay_steps=args.iters, eval_interval=args.iters, device=args.device,
+        log_interval = args.log_interval or (50 if device.type == "cuda" else 1)
+        eval_interval = args.eval_interval or args.iters
+        if eval_interval % log_interval:
+            raise UserError(f"--eval-interval: expected a multiple of --log-interval={log_interval}, "
+                            f"got {eval_interval}")
+        if args.target_val_loss and not args.eval_interval:
+            raise UserError("--target-val-loss: needs --eval-interval N to evaluate along the way")
+        overrides = dict(steps=args.iters, lr_decay_steps=args.iters, eval_interval=eval_interval, device=args.device,
                          compile=args.compile, threads=args.threads, progress=False, verbose=False, out_dir="",
-                         log_interval=1)
+                         log_interval=log_interval)
         if args.batch_size:
             overrides["batch_size"] = args.batch_size
         config = TrainConfig.from_preset(args.preset, data=args.data, **overrides)
@@ -89,12 +111,12 @@ def main(argv=None) -> int:
         print(f"bench/train.py: error: {error}", file=sys.stderr)
         return 2
 
-    started = time.perf_counter()
+    started, started_clock = time.perf_counter(), time.time()
     result = train(config)
     wall_seconds = time.perf_counter() - started
     training_peak_rss = peak_rss_mib()  # before the matmul probe below allocates its matrices
     model = result.model
-    timed = result.step_seconds[args.warmup_iters:]
+    timed = result.step_seconds[args.warmup_iters:]  # one entry per step
     tokens_per_step = config.batch_size * config.block_size * config.grad_accum
     tokens_per_sec = tokens_per_step * len(timed) / sum(timed)
     ms_per_iter = 1000 * sum(timed) / len(timed)
@@ -105,7 +127,7 @@ def main(argv=None) -> int:
     attention_flops = 12 * n_layer * config.block_size * width if hasattr(mc, "n_head") else 0
     flops_per_token = 6 * non_embedding + attention_flops
     matmul_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    matmul_rate = matmul_flops_per_second(device, matmul_dtype)
+    matmul_rate = matmul_flops_per_second(device, matmul_dtype, size=8192 if device.type == "cuda" else 1024)
     mfu = tokens_per_sec * flops_per_token / matmul_rate
 
     figures = {
@@ -121,6 +143,16 @@ def main(argv=None) -> int:
     }
     if device.type == "cuda":
         figures["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        figures["gpu"] = torch.cuda.get_device_name(device)
+    if args.target_val_loss:
+        reached = next((r for r in result.history if r["val_loss"] <= args.target_val_loss), None)
+        figures["target_val_loss"] = args.target_val_loss
+        figures["target_reached_at_step"] = reached["step"] if reached else None
+        figures["seconds_to_target"] = round(reached["time"] - started_clock, 1) if reached else None
+        figures["best_val_loss"] = round(min(r["val_loss"] for r in result.history), 4)
+    if args.eval_interval:
+        figures["evals"] = [(r["step"], round(r["val_loss"], 4), round(r["time"] - started_clock, 1))
+                            for r in result.history]
     width_of_names = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width_of_names}}  {value}")
