@@ -11,7 +11,8 @@
    hidden layer of nanoGPT's CPU shapes.
 4. A whole training step of that model (4 x 128, block 64, batch 12, no biases), tanh vs exact
    GELU, the two models' steps interleaved.
-5. With --profile: the share of matrix products in an eager training step (torch profiler).
+5. With --profile: where the time of that training step goes (matrix products, attention, GELU,
+   ...), eager and with torch.compile (torch profiler).
 Each figure is the median over repeats (microseconds or milliseconds per call).
 """
 from __future__ import annotations
@@ -133,18 +134,32 @@ def training_step_gelu(steps: int) -> None:
           f"-> {tanh / exact:.2f}x (median of {steps} interleaved steps, {torch.get_num_threads()} threads)")
 
 
-def profile_training_step(steps: int = 10) -> None:
-    """Where a training step's time goes (exact GELU, eager): share of aten::mm in self CPU time."""
+PROFILE_GROUPS = {  # operator name -> the part of a training step it belongs to
+    "matrix products": lambda name: name in ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention kernel": lambda name: "scaled_dot_product" in name,
+    "GELU": lambda name: name in ("aten::gelu", "aten::gelu_backward"),
+    "layer norm": lambda name: "layer_norm" in name,
+    "optimizer + clipping": lambda name: name in ("aten::_fused_adamw_", "aten::linalg_vector_norm"),
+    "compiled kernels": lambda name: name.startswith("## Call CompiledFxGraph"),
+}
+
+
+def profile_training_step(compiled: bool, steps: int = 20) -> None:
+    """Where a training step's time goes (exact GELU), eager or compiled: the share of each part in
+    the profiler's self CPU time (the profiler itself slows the step down). In a compiled step the
+    fused kernels inductor writes (GELU, layer norm, adds, cross-entropy) show as "compiled
+    kernels"; the matrix products and the attention kernel stay library calls."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
                           activation="gelu"))
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True)
+    forward = torch.compile(model) if compiled else model
     x, y = torch.randint(0, 256, (12, 64)), torch.randint(0, 256, (12, 64))
 
     def step():
-        _, loss = model(x, y)
+        _, loss = forward(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -152,32 +167,42 @@ def profile_training_step(steps: int = 10) -> None:
 
     for _ in range(5):
         step()
+    started = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
+    ms_per_step = 1000 * (time.perf_counter() - started) / steps
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
-    print(f"5. profile of {steps} eager training steps: matrix products (mm/addmm/bmm) take {matmul / total:.0%} "
-          f"of self CPU time")
-    print(events.table(sort_by="self_cpu_time_total", row_limit=8))
+    shares = {group: sum(e.self_cpu_time_total for e in events if belongs(e.key)) / total
+              for group, belongs in PROFILE_GROUPS.items()}
+    shares["everything else"] = 1.0 - sum(shares.values())
+    kind = "compiled" if compiled else "eager"
+    print(f"5. profile of {steps} {kind} training steps ({ms_per_step:.1f} ms/step under the profiler), "
+          "share of self CPU time:")
+    for group, share in shares.items():
+        if share > 0.0005:
+            print(f"   {group:<22} {share:6.1%}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Timings behind minilm's design choices.")
     parser.add_argument("--steps", type=int, default=60, help="interleaved training steps per model in part 4")
-    parser.add_argument("--profile", action="store_true", help="5. also profile eager training steps by operator")
+    parser.add_argument("--profile", action="store_true", help="5. also profile training steps, eager and compiled")
+    parser.add_argument("--only-profile", action="store_true", help="run part 5 alone")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (parts 1-2 use 1 thread)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-1 generation runs on one thread (bench/sample.py)
-    one_token_products()
-    drawing_a_token()
-    torch.set_num_threads(threads)
-    gelu_forms()
-    training_step_gelu(args.steps)
-    if args.profile:
-        profile_training_step()
+    if not args.only_profile:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # batch-1 generation runs on one thread (bench/sample.py)
+        one_token_products()
+        drawing_a_token()
+        torch.set_num_threads(threads)
+        gelu_forms()
+        training_step_gelu(args.steps)
+    if args.profile or args.only_profile:
+        profile_training_step(compiled=False)
+        profile_training_step(compiled=True)
 
 
 if __name__ == "__main__":
