@@ -11,7 +11,8 @@
    hidden layer of nanoGPT's CPU shapes.
 4. A whole training step of that model (4 x 128, block 64, batch 12, no biases), tanh vs exact
    GELU, the two models' steps interleaved.
-5. With --profile: where the time of that training step goes (matrix products, attention, GELU,
+5. A training step with SDPA's flash kernel, its math backend, and the readable attention.
+6. With --profile: where the time of that training step goes (matrix products, attention, GELU,
    ...), eager and with torch.compile (torch profiler).
 Each figure is the median over repeats (microseconds or milliseconds per call).
 """
@@ -21,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
@@ -110,28 +112,59 @@ def gelu_forms() -> None:
           f"-> tanh costs {tanh / exact:.2f}x")
 
 
-def training_step_gelu(steps: int) -> None:
+def nanogpt_cpu_model(**overrides) -> GPT:
+    """nanoGPT's CPU shapes: 4 layers x 128 wide, 4 heads, block 64, no biases, exact GELU."""
+    torch.manual_seed(0)
+    settings = dict(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, activation="gelu")
+    settings.update(overrides)
+    return GPT(GPTConfig(**settings))
+
+
+def interleaved_training_steps(variants: dict, steps: int) -> dict:
+    """Median seconds of a training step (batch 12 x 64) for each variant, name -> (model, context
+    manager factory); the variants' steps take turns so that the machine's drift hits all alike."""
     x = torch.randint(0, 256, (12, 64))  # (B, T)
     y = torch.randint(0, 256, (12, 64))  # (B, T)
-    runs = {}
-    for activation in ("gelu_tanh", "gelu"):
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
-                              activation=activation))
-        runs[activation] = (model, torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True), [])
+    runs = {name: (model, torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True), context, [])
+            for name, (model, context) in variants.items()}
     for i in range(steps + 10):
-        for model, optimizer, times in runs.values():
+        for model, optimizer, context, times in runs.values():
             start = time.perf_counter()
-            _, loss = model(x, y)
-            loss.backward()
+            with context():
+                _, loss = model(x, y)
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if i >= 10:  # the first steps warm up
                 times.append(time.perf_counter() - start)
-    tanh, exact = (statistics.median(runs[a][2]) for a in ("gelu_tanh", "gelu"))
+    return {name: statistics.median(run[3]) for name, run in runs.items()}
+
+
+def training_step_gelu(steps: int) -> None:
+    medians = interleaved_training_steps({activation: (nanogpt_cpu_model(activation=activation), nullcontext)
+                                          for activation in ("gelu_tanh", "gelu")}, steps)
+    tanh, exact = medians["gelu_tanh"], medians["gelu"]
     print(f"4. training step, nanoGPT CPU shapes: tanh GELU {tanh * 1e3:6.2f} ms, exact {exact * 1e3:6.2f} ms "
           f"-> {tanh / exact:.2f}x (median of {steps} interleaved steps, {torch.get_num_threads()} threads)")
+
+
+def training_step_attention(steps: int) -> None:
+    """The attention of a training step three ways: SDPA with the flash kernel PyTorch picks on
+    the CPU (the fast path), SDPA forced to its math backend, and the readable path (scores, mask,
+    softmax written out)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    medians = interleaved_training_steps({
+        "flash": (nanogpt_cpu_model(), nullcontext),
+        "math": (nanogpt_cpu_model(), lambda: sdpa_kernel(SDPBackend.MATH)),
+        "readable": (nanogpt_cpu_model(attn_impl="readable"), nullcontext),
+    }, steps)
+    flash = medians["flash"]
+    print(f"5. training step, nanoGPT CPU shapes, attention: SDPA flash {flash * 1e3:6.2f} ms, "
+          f"SDPA math {medians['math'] * 1e3:6.2f} ms ({medians['math'] / flash:.2f}x), readable "
+          f"{medians['readable'] * 1e3:6.2f} ms ({medians['readable'] / flash:.2f}x) "
+          f"(median of {steps} interleaved steps)")
 
 
 PROFILE_GROUPS = {  # operator name -> the part of a training step it belongs to
@@ -151,9 +184,7 @@ def profile_training_step(compiled: bool, steps: int = 20) -> None:
     kernels"; the matrix products and the attention kernel stay library calls."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
-                          activation="gelu"))
+    model = nanogpt_cpu_model()
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True)
     forward = torch.compile(model) if compiled else model
     x, y = torch.randint(0, 256, (12, 64)), torch.randint(0, 256, (12, 64))
@@ -178,7 +209,7 @@ def profile_training_step(compiled: bool, steps: int = 20) -> None:
               for group, belongs in PROFILE_GROUPS.items()}
     shares["everything else"] = 1.0 - sum(shares.values())
     kind = "compiled" if compiled else "eager"
-    print(f"5. profile of {steps} {kind} training steps ({ms_per_step:.1f} ms/step under the profiler), "
+    print(f"6. profile of {steps} {kind} training steps ({ms_per_step:.1f} ms/step under the profiler), "
           "share of self CPU time:")
     for group, share in shares.items():
         if share > 0.0005:
@@ -188,8 +219,8 @@ def profile_training_step(compiled: bool, steps: int = 20) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Timings behind minilm's design choices.")
     parser.add_argument("--steps", type=int, default=60, help="interleaved training steps per model in part 4")
-    parser.add_argument("--profile", action="store_true", help="5. also profile training steps, eager and compiled")
-    parser.add_argument("--only-profile", action="store_true", help="run part 5 alone")
+    parser.add_argument("--profile", action="store_true", help="6. also profile training steps, eager and compiled")
+    parser.add_argument("--only-profile", action="store_true", help="run part 6 alone")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (parts 1-2 use 1 thread)")
     if not args.only_profile:
@@ -200,6 +231,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         gelu_forms()
         training_step_gelu(args.steps)
+        training_step_attention(args.steps)
     if args.profile or args.only_profile:
         profile_training_step(compiled=False)
         profile_training_step(compiled=True)
