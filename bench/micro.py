@@ -6,7 +6,8 @@
    `torch.addmm(b, x, W_t)` with W_t a contiguous (in, out) copy, against `F.linear(x, W, b)`
    with W stored (out, in) as nn.Linear keeps it; everything else the same.
 2. Drawing one token (sampling.draw vs torch.multinomial), one row of 256 probabilities, and
-   whether the two pick the same tokens from the same seeded generator (200 seeds, 3 rows of 50).
+   whether the two pick the same tokens from the same seeded generator (200 seeds, 3 rows of 50);
+   and what generation's per-token finiteness flag (sampling.FiniteWatch.see) costs.
 3. GELU forward + backward, tanh form vs exact (erf), on a (12, 64, 512) activation: the MLP
    hidden layer of nanoGPT's CPU shapes.
 4. A whole training step of that model (4 x 128, block 64, batch 12, no biases), tanh vs exact
@@ -31,7 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from minilm.gpt import GPT, GPTConfig  # noqa: E402
-from minilm.sampling import draw  # noqa: E402
+from minilm.sampling import FiniteWatch, draw  # noqa: E402
 
 
 def median_seconds(fn, repeats: int, inner: int) -> float:
@@ -99,8 +100,12 @@ def drawing_a_token() -> None:
         rows = torch.softmax(3 * torch.randn(3, 50, generator=torch.Generator().manual_seed(seed)), dim=-1)
         same += torch.equal(draw(rows, torch.Generator().manual_seed(seed)),
                             torch.multinomial(rows, 1, generator=torch.Generator().manual_seed(seed)))
+    watch = FiniteWatch(probs.device)
+    with torch.inference_mode():
+        w = median_seconds(lambda: watch.see(probs), 21, 500)
     print(f"2. one token from 256: torch.multinomial {m * 1e6:6.1f} us, sampling.draw {d * 1e6:6.1f} us "
-          f"-> {m / d:.2f}x; same tokens as multinomial for {same} of 200 seeds")
+          f"-> {m / d:.2f}x; same tokens as multinomial for {same} of 200 seeds; "
+          f"FiniteWatch.see (the per-token nan/inf check) {w * 1e6:5.1f} us")
 
 
 def gelu_forms() -> None:

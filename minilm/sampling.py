@@ -23,6 +23,7 @@ Shape letters: B batch (number of samples), T time (tokens), V vocabulary size.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -107,7 +108,7 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     give the same tokens from the same generator: 200 of 200 seeds, bench/micro.py); written out, it skips
     multinomial's checks of its input, which for one row on a CPU took more than half its time.
     A token with probability 0 never wins (E_i is kept > 0). Like those checks, rows must be
-    finite: a nan row gives a meaningless token (`generate` checks the prompt's logits once).
+    finite: a nan row gives a meaningless token (`generate` refuses non-finite logits).
     """
     waits = torch.empty_like(probs).exponential_(generator=generator)  # (B, V), E_i ~ Exp(1)
     waits.clamp_min_(torch.finfo(waits.dtype).tiny)
@@ -151,10 +152,35 @@ def _as_batch(prompt_ids, device: torch.device) -> torch.Tensor:
 
 def require_finite(logits: torch.Tensor) -> None:
     """Refuse logits with nan or inf (a diverged model): nothing meaningful can be drawn from them.
-    Checked once per generation, on the prompt's logits, not per token (it costs a sync)."""
+    Checked on the prompt's logits; later steps use `FiniteWatch`."""
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("the model's logits for the prompt are not finite (nan or inf): its weights "
                          "have probably diverged, so no token can be drawn from them")
+
+
+class FiniteWatch:
+    """Notes, without waiting for the device, whether every step's logits were finite.
+
+    Logits can turn nan or inf after a finite prompt (an overflow deep into a long generation).
+    Asking `bool(...)` at every token would make a GPU wait at every token, so each step only adds
+    the sum of its logits into a float64 total on the device: a nan or inf anywhere makes the
+    total non-finite for good, and finite logits never do (one sum and one add, 5-11 us a token on
+    a CPU, bench/micro.py part 2). `check()` reads the total (one wait): once at the end, or before
+    each token is handed out when the caller streams tokens and so waits for each one anyway.
+    """
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.steps = 0
+
+    def see(self, logits: torch.Tensor) -> None:
+        self.total.add_(logits.sum())
+        self.steps += 1
+
+    def check(self) -> None:
+        if not math.isfinite(float(self.total)):
+            raise ValueError(f"the model's logits turned non-finite (nan or inf) during generation (after a "
+                             f"finite prompt; {self.steps} steps checked): tokens drawn from them would be meaningless")
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -198,14 +224,18 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, temperatur
         stepper = model.decoder() if hasattr(model, "decoder") else model
         logits, state = stepper.step(context, None)  # (B, T, V)
         require_finite(logits[:, -1, :])
+        watch = FiniteWatch(logits.device)
         new_tokens = []
         for i in range(max_new_tokens):
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)
             new_tokens.append(tok)
             if on_token is not None:
+                watch.check()  # never hand out a token drawn from non-finite logits
                 on_token(tok[:, 0])
             if i + 1 < max_new_tokens:  # the logits after the last token would go unused
                 logits, state = stepper.step(tok, state)  # (B, 1, V)
+                watch.see(logits[:, -1, :])
+        watch.check()
     finally:
         model.train(was_training)
     return torch.cat([idx] + new_tokens, dim=1)  # (B, T + max_new_tokens)
@@ -259,15 +289,19 @@ def generate_without_cache(model: torch.nn.Module, prompt_ids, max_new_tokens: i
     model.eval()
     try:
         n = idx.shape[1] if limit is None else min(idx.shape[1], limit)  # tokens the model reads
+        watch = FiniteWatch(idx.device)
         for i in range(max_new_tokens):
             logits, _ = model(idx[:, -n:])  # (B, n, V)
             if i == 0:
                 require_finite(logits[:, -1, :])
+            else:
+                watch.see(logits[:, -1, :])
             if on_logits is not None:
                 on_logits(logits[:, -1, :])
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)
             idx = torch.cat([idx, tok], dim=1)  # (B, T + i + 1)
             n = idx.shape[1] if limit is None else next_context_length(n, limit, policy)
+        watch.check()
     finally:
         model.train(was_training)
     return idx

@@ -26,7 +26,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from minilm.gpt import GPT, GPTConfig
-from minilm.sampling import (NgramIndex, TextStreamer, Utf8Stream, apply_temperature, draw, generate,
+from minilm.sampling import (FiniteWatch, NgramIndex, TextStreamer, Utf8Stream, apply_temperature, draw, generate,
                              generate_without_cache, incomplete_utf8_tail, next_context_length, novelty,
                              sample_next, top_k_filter, top_p_filter)
 from tests.strategies import examples
@@ -455,6 +455,54 @@ def test_a_diverged_model_is_refused_instead_of_sampled():
             fn(model, [1, 2], 3)
 
 
+def model_that_overflows_at_position(position: int) -> GPT:
+    """Finite logits up to `position`, nan from there on: the position embedding of that one
+    position is nan (like an overflow that shows only deep into a generation)."""
+    model = tiny_gpt(torch.float32)
+    with torch.no_grad():
+        model.wpe.weight[position].fill_(float("nan"))
+    return model
+
+
+@pytest.mark.parametrize("fn", [generate, generate_without_cache])
+def test_logits_that_turn_non_finite_later_are_refused(fn):
+    """Prompt at positions 0-1: finite. The 2nd new token is drawn from position 2's logits
+    (finite); the 3rd would be drawn from position 3's, which are nan."""
+    model = model_that_overflows_at_position(3)
+    assert fn(model, [1, 2], 2).shape == (1, 4)  # stops before position 3 is fed
+    with pytest.raises(ValueError, match=r"turned non-finite \(nan or inf\) during generation"):
+        fn(model, [1, 2], 3)
+
+
+@examples(60)
+@given(steps=st.integers(1, 30), V=st.integers(1, 300), scale=st.sampled_from([1.0, 1e3, 1e30]),
+       bad=st.sampled_from([None, float("nan"), float("inf"), float("-inf")]), data=st.data())
+def test_finite_watch_flags_exactly_the_runs_with_a_non_finite_logit(steps, V, scale, bad, data):
+    """Finite logits, however large (up to 1e30, float32), never trip the watch; one nan or
+    +-inf anywhere, at any step, always does (and stays tripped)."""
+    watch = FiniteWatch(torch.device("cpu"))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    where = (data.draw(st.integers(0, steps - 1)), data.draw(st.integers(0, V - 1)))
+    for step in range(steps):
+        logits = torch.tensor(rng.uniform(-scale, scale, size=(1, V)), dtype=torch.float32)
+        if bad is not None and step == where[0]:
+            logits[0, where[1]] = bad
+        watch.see(logits)
+    if bad is None:
+        watch.check()
+    else:
+        with pytest.raises(ValueError, match="turned non-finite"):
+            watch.check()
+
+
+def test_streaming_never_hands_out_a_token_drawn_from_non_finite_logits():
+    model = model_that_overflows_at_position(3)
+    streamed = []
+    with pytest.raises(ValueError, match="turned non-finite"):
+        generate(model, [1, 2], 6, on_token=lambda tok: streamed.append(int(tok[0])))
+    assert len(streamed) == 2  # the tokens drawn from positions 1 and 2; none from position 3
+
+
 def test_empty_prompt_ids_raise():
     with pytest.raises(ValueError, match="prompt_ids"):
         generate(tiny_gpt(torch.float32), [], 3)
@@ -531,6 +579,19 @@ def test_cli_diverged_checkpoint_one_line_status_2(ckpt, tmp_path):
     status, _, err = run_main("--ckpt", str(diverged), "--prompt", "the cat")
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and "--ckpt" in lines[0] and "not finite" in lines[0], err
+
+
+def test_cli_checkpoint_that_overflows_later_one_line_status_2(ckpt, tmp_path):
+    """Finite for the prompt, nan from position 3: refused with one line naming --ckpt, and the
+    two tokens streamed before it are the only output after the prompt."""
+    checkpoint_module = pytest.importorskip("minilm.checkpoint")
+    checkpoint = torch.load(ckpt, weights_only=False)
+    checkpoint["model"]["wpe.weight"][3] = float("nan")
+    overflowing = Path(checkpoint_module.save_checkpoint(tmp_path / "late_nan.pt", checkpoint))
+    status, out, err = run_main("--ckpt", str(overflowing), "--prompt", "ab", "--max-new-tokens", "10")
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "--ckpt" in lines[0] and "turned non-finite" in lines[0], err
+    assert out.startswith("ab") and len(out.encode()) <= len("ab") + 2
 
 
 def test_cli_empty_prompt_file(ckpt, tmp_path):
