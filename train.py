@@ -85,7 +85,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        ("eval_windows", "max number of fixed validation windows"),
                        ("eval_batch_size", "windows per evaluation batch"), ("seed", "random seed"),
                        ("threads", "CPU threads for PyTorch (0 = one per core)"),
-                       ("log_interval", "refresh the progress bar's loss every N steps")]:
+                       ("log_interval", "read the loss for the progress bar every N steps (0 = 1 on CPU, 10 on a GPU)")]:
         add(flag_of(name), text, type=number(int), default=getattr(defaults, name))
     for name, text in [("lr", "peak learning rate"), ("min_lr", "final learning rate"),
                        ("weight_decay", "AdamW weight decay (matrices only)"), ("beta1", "AdamW beta1"),

@@ -73,6 +73,7 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     ("batch_size", 0, "--batch-size"), ("steps", -5, "--steps"), ("lr", float("nan"), "--lr"),
     ("lr", 0.0, "--lr"), ("beta2", 1.0, "--beta2"), ("grad_accum", 1.5, "--grad-accum"),
     ("mix", {"bible": 1.2}, "--mix"), ("mix", {"bible": 0.6, "legal": 0.5}, "--mix"), ("model", "rnn", "--model"),
+    ("log_interval", -1, "--log-interval"),
 ])
 def test_bad_numbers_in_the_config_name_their_flag(field, value, flag):
     with pytest.raises(UserError, match=flag):
@@ -87,6 +88,18 @@ def test_presets_set_sizes_and_explicit_settings_win():
     assert set(PRESETS) >= {"cpu-tiny", "gpu-small", "nanogpt-cpu", "ci-tiny"}
     with pytest.raises(UserError, match="--preset"):
         TrainConfig.from_preset("huge")
+
+
+def test_the_loss_is_read_every_step_on_the_cpu_and_every_log_interval_when_asked():
+    """log_interval=0 (the default) reads the loss at every step on the CPU; an explicit interval
+    reads it at every N-th step and at the last. The loss read at a step does not depend on how
+    often it is read."""
+    every = train(tiny_config(steps=12))
+    assert [step for step, _ in every.train_losses] == list(range(12))
+    sparse = train(tiny_config(steps=12, log_interval=5))
+    assert [step for step, _ in sparse.train_losses] == [4, 9, 11]
+    assert sparse.train_losses == [every.train_losses[i] for i in (4, 9, 11)]
+    assert len(sparse.step_seconds) == len(every.step_seconds) == 12
 
 
 # --- resume, accumulation, continuing a model --------------------------------------------------
