@@ -163,14 +163,15 @@ class FiniteWatch:
 
     Logits can turn nan or inf after a finite prompt (an overflow deep into a long generation).
     Asking `bool(...)` at every token would make a GPU wait at every token, so each step only adds
-    the sum of its logits into a float64 total on the device: a nan or inf anywhere makes the
-    total non-finite for good, and finite logits never do (one sum and one add, 5-11 us a token on
-    a CPU, bench/micro.py part 2). `check()` reads the total (one wait): once at the end, or before
+    the sum of its logits into a float32 total on the device (float32: Apple's MPS has no float64):
+    a nan or inf anywhere makes the total non-finite for good, and finite logits do not (it would
+    take sums near 3e38, far beyond any trained model's logits). One sum and one add, 3-7 us a
+    token on a CPU (bench/micro.py part 2). `check()` reads the total (one wait): once at the end, or before
     each token is handed out when the caller streams tokens and so waits for each one anyway.
     """
 
     def __init__(self, device: torch.device):
-        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.total = torch.zeros((), dtype=torch.float32, device=device)
         self.steps = 0
 
     def see(self, logits: torch.Tensor) -> None:
