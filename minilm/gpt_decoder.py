@@ -61,7 +61,8 @@ class GPTDecoder:
         if isinstance(model.wpe, LearnedPositionEmbedding):
             self.positions = model.wpe.weight.detach()  # (block_size, C)
         elif isinstance(model.wpe, SinusoidalPositionEmbedding):
-            self.positions = model.wpe.table.to(self.wte.dtype)  # (block_size, C)
+            every_position = torch.arange(c.block_size, device=self.wte.device)  # (block_size,)
+            self.positions = model.wpe(every_position).to(self.wte.dtype)  # (block_size, C)
         else:
             self.positions = None  # RoPE (inside attention) or no positions
         self.layers = []

@@ -35,41 +35,55 @@ class LearnedPositionEmbedding(nn.Module):
         return self.weight[pos]  # (T,) -> (T, C)
 
 
-def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
-    """The fixed table of "Attention Is All You Need":
+def widest_float(device: torch.device) -> torch.dtype:
+    """float64 for position angles, except on Apple's MPS, which has no float64 (float32 there)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def sinusoidal_rows(pos: torch.Tensor, n_embd: int) -> torch.Tensor:
+    """The rows `pos` of the fixed table of "Attention Is All You Need":
 
         PE[t, 2i]   = sin(t / 10000^(2i / C))
         PE[t, 2i+1] = cos(t / 10000^(2i / C))
 
     Each pair of channels is a clock ticking at its own frequency; nothing is learned.
+    pos (T,) -> (T, C), computed in float64 (float32 on MPS) on pos's device.
     """
-    position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
-    inv_freq = 10000.0 ** (-torch.arange(0, n_embd, 2, dtype=torch.float64) / n_embd)  # (C/2,)
-    angle = position * inv_freq  # (P, C/2)
-    table = torch.zeros(n_positions, n_embd, dtype=torch.float64)  # (P, C)
-    table[:, 0::2] = torch.sin(angle)
-    table[:, 1::2] = torch.cos(angle[:, : n_embd // 2])  # odd C: one fewer cosine channel
-    return table
+    dtype = widest_float(pos.device)
+    inv_freq = 10000.0 ** (-torch.arange(0, n_embd, 2, dtype=dtype, device=pos.device) / n_embd)  # (C/2,)
+    angle = pos.to(dtype)[:, None] * inv_freq  # (T, C/2)
+    rows = torch.zeros(pos.shape[0], n_embd, dtype=dtype, device=pos.device)  # (T, C)
+    rows[:, 0::2] = torch.sin(angle)
+    rows[:, 1::2] = torch.cos(angle[:, : n_embd // 2])  # odd C: one fewer cosine channel
+    return rows
+
+
+def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
+    """The whole table for positions 0 .. n_positions - 1: (P, C) float64."""
+    return sinusoidal_rows(torch.arange(n_positions), n_embd)
 
 
 class SinusoidalPositionEmbedding(nn.Module):
-    """Fixed sin/cos position vectors added to the token embeddings (no parameters)."""
+    """Fixed sin/cos position vectors added to the token embeddings (no parameters). The rows are
+    computed when asked for, on the device of `pos`, rather than kept in a float64 buffer that
+    could not move to a device without float64 (MPS)."""
 
     def __init__(self, block_size: int, n_embd: int):
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(block_size, n_embd), persistent=False)
+        self.block_size, self.n_embd = block_size, n_embd
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
-        return self.table[pos]  # (T,) -> (T, C)
+        return sinusoidal_rows(pos, self.n_embd)  # (T,) -> (T, C)
 
 
 def rope_cos_sin(pos: torch.Tensor, head_size: int, base: float = 10000.0):
     """cos and sin of the rotary angles theta_{t,i} = t * base^(-2i / hs), i < hs/2.
 
-    Returns two (T, hs/2) tensors in float64 (the caller casts them to its dtype).
+    Returns two (T, hs/2) tensors in float64, float32 on MPS (the caller casts them to its dtype).
     """
-    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64, device=pos.device) / head_size)
-    angle = pos.to(torch.float64)[:, None] * inv_freq[None, :]  # (T, hs/2)
+    dtype = widest_float(pos.device)
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=dtype, device=pos.device) / head_size)
+    angle = pos.to(dtype)[:, None] * inv_freq[None, :]  # (T, hs/2)
     return torch.cos(angle), torch.sin(angle)
 
 

@@ -70,7 +70,7 @@ def evaluate(model, windows: torch.Tensor, tokenizer, batch_size: int = 32,
             with autocast:
                 logits, _ = model(x)  # (B, T, V)
             nats = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T)
-            nats_by_position += nats.sum(dim=0).double().cpu()
+            nats_by_position += nats.sum(dim=0).cpu().double()  # float64 on the CPU (MPS has none)
     finally:
         model.train(was_training)
     num_tokens = num_windows * width
