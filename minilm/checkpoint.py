@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from minilm.data import UserError, tokenizer_from_json
+from minilm.devices import mps_available
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "model_kind", "model_config", "model", "tokenizer")
@@ -71,6 +72,7 @@ def capture_rng_state() -> dict:
                   "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "mps": torch.mps.get_rng_state() if mps_available() else None,  # dropout masks on Apple GPUs
     }
     return state
 
@@ -84,6 +86,8 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("mps") is not None and mps_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 # ----------------------------------------------------------------------------------------------
