@@ -23,18 +23,25 @@ import torch  # noqa: E402
 from minilm.gpt import GPT, GPTConfig  # noqa: E402
 
 
+def nanogpt_cpu_model(**overrides) -> GPT:
+    """nanoGPT's CPU shapes, seeded: 4 layers x 128 wide, 4 heads, block 64, no biases, exact GELU."""
+    torch.manual_seed(0)
+    settings = dict(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, activation="gelu")
+    settings.update(overrides)
+    return GPT(GPTConfig(**settings))
+
+
 def make_variant(attn_impl: str, compiled: bool, mode: str | None = None):
     """(callable model, raw model, optimizer) for one variant, all from the same seed."""
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
-                       activation="gelu", attn_impl=attn_impl)
-    model = GPT(config)
+    model = nanogpt_cpu_model(attn_impl=attn_impl)
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True)
     forward = torch.compile(model, mode=mode) if compiled else model
     return forward, model, optimizer
 
 
 def train_step(forward, model, optimizer, x, y) -> None:
+    """One optimizer step as minilm.training takes it: forward through `forward` (the model or its
+    compiled form), backward, clip to norm 1, AdamW, zero the gradients."""
     _, loss = forward(x, y)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.compile_ab import nanogpt_cpu_model, train_step  # noqa: E402
 from minilm.gpt import GPT, GPTConfig  # noqa: E402
 from minilm.sampling import FiniteWatch, draw  # noqa: E402
 
@@ -117,14 +118,6 @@ def gelu_forms() -> None:
           f"-> tanh costs {tanh / exact:.2f}x")
 
 
-def nanogpt_cpu_model(**overrides) -> GPT:
-    """nanoGPT's CPU shapes: 4 layers x 128 wide, 4 heads, block 64, no biases, exact GELU."""
-    torch.manual_seed(0)
-    settings = dict(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, activation="gelu")
-    settings.update(overrides)
-    return GPT(GPTConfig(**settings))
-
-
 def interleaved_training_steps(variants: dict, steps: int) -> dict:
     """Median seconds of a training step (batch 12 x 64) for each variant, name -> (model, context
     manager factory); the variants' steps take turns so that the machine's drift hits all alike."""
@@ -136,11 +129,7 @@ def interleaved_training_steps(variants: dict, steps: int) -> dict:
         for model, optimizer, context, times in runs.values():
             start = time.perf_counter()
             with context():
-                _, loss = model(x, y)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                train_step(model, model, optimizer, x, y)
             if i >= 10:  # the first steps warm up
                 times.append(time.perf_counter() - start)
     return {name: statistics.median(run[3]) for name, run in runs.items()}
@@ -195,11 +184,7 @@ def profile_training_step(compiled: bool, steps: int = 20) -> None:
     x, y = torch.randint(0, 256, (12, 64)), torch.randint(0, 256, (12, 64))
 
     def step():
-        _, loss = forward(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(forward, model, optimizer, x, y)
 
     for _ in range(5):
         step()
