@@ -25,18 +25,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from minilm.cli import UserError  # noqa: F401  (re-exported: many modules import it from here)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "tokens"
 VAL_FRACTION = 0.1
-
-
-class UserError(ValueError):
-    """A problem with what the user asked for (a flag, a file), not a bug in minilm.
-
-    The scripts print its message as one line and exit with status 2, without a traceback.
-    The message names the input and says what was expected.
-    """
 
 
 # ----------------------------------------------------------------------------------------------
