@@ -63,8 +63,9 @@ How the fast path counts (`fit`) and scores (`nats`)
 No Python loop runs over the tokens; each order is a few whole-array NumPy operations.
 
 - n-gram ids. An n-gram is its context's id and its last token: code = id(h) * V + w, with
-  id(empty context) = 0. `np.unique` of the codes at every start position gives the sorted
-  distinct codes of order n and, for every position, the id of its n-gram (its rank). Ranks stay
+  id(empty context) = 0. The distinct codes at all start positions, sorted, with the rank of each
+  position's code among them (`unique_with_ranks`, i.e. `np.unique`), give the distinct n-grams
+  of order n and, for every position, the id of its n-gram (its rank). Ranks stay
   below the text length, so codes never overflow, whatever V and N are.
 - Top-order counts are `np.bincount` of the ids.
 - Continuation counts: a distinct (n+1)-gram is exactly one distinct pair (token before, n-gram),
@@ -84,7 +85,6 @@ Command line (no PyTorch is imported):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -133,6 +133,19 @@ def discount(counts: np.ndarray) -> float:
     return n1 / (n1 + 2 * n2) if n1 > 0 else FALLBACK_DISCOUNT
 
 
+def unique_with_ranks(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the sorted distinct codes, the rank of each code among them): np.unique(codes,
+    return_inverse=True), computed with a stable argsort, which NumPy runs about twice as fast
+    on these codes (long already-sorted runs) as the default one np.unique uses."""
+    order = np.argsort(codes, kind="stable")  # (L,)
+    sorted_codes = codes[order]
+    is_new = np.ones(len(codes), dtype=bool)  # True where a sorted code differs from the one before
+    np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])
+    ranks = np.empty(len(codes), dtype=np.int64)
+    ranks[order] = np.cumsum(is_new) - 1
+    return sorted_codes[is_new], ranks
+
+
 def lookup(sorted_codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Index of each query in `sorted_codes`, or -1 where it is absent."""
     index = np.searchsorted(sorted_codes, queries)  # (Q,)
@@ -140,6 +153,13 @@ def lookup(sorted_codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
     found = (index < len(sorted_codes)) & (sorted_codes[index] == queries) if len(sorted_codes) else \
         np.zeros(len(queries), dtype=bool)
     return np.where(found, index, -1)
+
+
+def gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values[index] where index >= 0, and 0 where index = -1 (an n-gram or context never seen)."""
+    if len(values) == 0:
+        return np.zeros(len(index))
+    return np.where(index >= 0, values[np.maximum(index, 0)], 0.0)
 
 
 class KneserNeyLM:
@@ -186,9 +206,9 @@ class KneserNeyLM:
         for n in range(1, N + 1):
             starts = max(L - n + 1, 0)
             all_codes = ids[n - 1][:starts] * V + text[n - 1:n - 1 + starts]  # (starts,)
-            distinct, rank = np.unique(all_codes, return_inverse=True)
+            distinct, rank = unique_with_ranks(all_codes)
             codes.append(distinct)
-            ids.append(rank.reshape(-1).astype(np.int64))
+            ids.append(rank)
 
         self.levels = []
         for n in range(1, N + 1):
@@ -290,8 +310,7 @@ class KneserNeyLM:
             if h_id < 0 or level.context_total[h_id] == 0:
                 continue  # P_n = P_{n-1}
             total, followers, D = level.context_total[h_id], level.context_followers[h_id], level.discount
-            hw = lookup(level.codes, h_id * V + vocab)  # (V,)
-            c = np.where(hw >= 0, level.counts[np.maximum(hw, 0)], 0.0)
+            c = gather(level.counts, lookup(level.codes, h_id * V + vocab))  # (V,) c(hw)
             p = np.maximum(c - D, 0.0) / total + D * followers / total * p
         return p
 
@@ -312,9 +331,9 @@ class KneserNeyLM:
             h_id = ids[:starts]  # (starts,) context ids, -1 where the context was never seen
             seen_h = h_id >= 0
             hw_id = np.where(seen_h, lookup(level.codes, np.maximum(h_id, 0) * V + text[n - 1:n - 1 + starts]), -1)
-            total = np.where(seen_h, level.context_total[np.maximum(h_id, 0)], 0.0)
-            followers = np.where(seen_h, level.context_followers[np.maximum(h_id, 0)], 0.0)
-            c = np.where(hw_id >= 0, level.counts[np.maximum(hw_id, 0)], 0.0)
+            total = gather(level.context_total, h_id)  # c(h.)
+            followers = gather(level.context_followers, h_id)  # N1+(h.)
+            c = gather(level.counts, hw_id)  # c(hw)
             lower = p[n - 1:]  # P_{n-1} at the positions j = n-1..M-1
             D = level.discount
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -361,8 +380,8 @@ def score(train_path: str, eval_path: str, order: int) -> dict:
     evaluation = np.frombuffer(read_utf8_bytes(eval_path, "--eval"), dtype=np.uint8)
     lm = KneserNeyLM(order).fit(train)
     bits = lm.bits_per_byte(evaluation)
-    return {"bits_per_byte": bits, "order": order, "train_bytes": int(len(train)),
-            "eval_bytes": int(len(evaluation)), "discounts": lm.discounts,
+    return {"bits_per_byte": bits, "order": order, "train_bytes": len(train),
+            "eval_bytes": len(evaluation), "discounts": lm.discounts,
             "seconds": time.perf_counter() - start}
 
 
