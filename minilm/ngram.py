@@ -133,11 +133,25 @@ def discount(counts: np.ndarray) -> float:
     return n1 / (n1 + 2 * n2) if n1 > 0 else FALLBACK_DISCOUNT
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """np.argsort(keys, kind="stable") for non-negative integer keys, by 16 bits at a time.
+
+    NumPy sorts 16-bit keys by radix sort, in linear time; sorting stably by the lowest 16 bits,
+    then by the next 16, and so on (least significant digit first) sorts by the whole key. The
+    n-gram codes need two or three such passes, which is several times faster than the stable
+    comparison sort NumPy uses for 64-bit keys."""
+    order = np.arange(len(keys))  # (L,)
+    largest = int(keys.max()) if len(keys) else 0
+    for shift in range(0, max(largest.bit_length(), 1), 16):
+        digit = ((keys[order] >> shift) & 0xFFFF).astype(np.uint16)  # (L,) these 16 bits, in the current order
+        order = order[np.argsort(digit, kind="stable")]
+    return order
+
+
 def unique_with_ranks(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the sorted distinct codes, the rank of each code among them): np.unique(codes,
-    return_inverse=True), computed with a stable argsort, which NumPy runs about twice as fast
-    on these codes (long already-sorted runs) as the default one np.unique uses."""
-    order = np.argsort(codes, kind="stable")  # (L,)
+    """(the sorted distinct codes, the rank of each code among them): what
+    np.unique(codes, return_inverse=True) returns, with a faster sort (`stable_argsort`)."""
+    order = stable_argsort(codes)  # (L,)
     sorted_codes = codes[order]
     is_new = np.ones(len(codes), dtype=bool)  # True where a sorted code differs from the one before
     np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=is_new[1:])

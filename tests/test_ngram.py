@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minilm.cli import UserError
-from minilm.ngram import KneserNeyLM, main
+from minilm.ngram import KneserNeyLM, main, stable_argsort, unique_with_ranks
 from tests.strategies import examples
 from tests.tolerances import assert_close
 
@@ -214,6 +214,18 @@ def test_fast_nats_equal_the_readable_prob_path(case):
     readable = [-math.log(lm.prob(evaluation[max(0, i - N + 1):i], w)) for i, w in enumerate(evaluation)]
     assert_close(lm.nats(np.array(evaluation, dtype=np.int64)), np.array(readable), "fast_path_float64",
                  "nats vs prob")
+
+
+@given(st.lists(st.integers(0, 2**62), max_size=40), st.sampled_from([1, 3, 2**16, 2**40, 2**62]))
+@examples(80)
+def test_the_radix_sort_equals_numpy(keys, modulus):
+    """Keys from one 16-bit digit up to four (several radix passes), with ties."""
+    keys = np.array(keys, dtype=np.int64) % modulus
+    assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+    distinct, ranks = unique_with_ranks(keys)
+    expected_distinct, expected_ranks = np.unique(keys, return_inverse=True)
+    assert np.array_equal(distinct, expected_distinct)
+    assert np.array_equal(ranks, expected_ranks.reshape(-1))
 
 
 def test_bad_arguments_to_the_model():
