@@ -12,6 +12,8 @@ the bits per byte of every bundled corpus.
    first --dict-bytes of each part); its bits per byte must equal the NumPy model's on that text.
 3. Bits per byte on each bundled corpus: trained on the first 90%, scoring the first 60,000 bytes
    of the last 10% as one continuous text, beside the figures quoted in the issue.
+4. Bits per byte on Shakespeare (the same split) at every order 1..8: where longer contexts stop
+   paying at this amount of text.
 
 Timings depend on the machine and what else runs on it; the header names the machine.
 """
@@ -151,13 +153,10 @@ def time_dict_counter(order: int, limit: int | None) -> dict:
             "numpy_seconds": numpy_seconds, "numpy_cpu_seconds": numpy_cpu, "numpy_bits_per_byte": numpy_bits}
 
 
-def corpus_table(order: int) -> dict:
-    table = {}
-    for name in CORPORA:
-        train, held_out = train_and_held_out(name)
-        lm = KneserNeyLM(order).fit(np.frombuffer(train, dtype=np.uint8))
-        table[name] = lm.bits_per_byte(np.frombuffer(held_out[:SCORED_BYTES], dtype=np.uint8))
-    return table
+def held_out_bits_per_byte(name: str, order: int) -> float:
+    train, held_out = train_and_held_out(name)
+    lm = KneserNeyLM(order).fit(np.frombuffer(train, dtype=np.uint8))
+    return lm.bits_per_byte(np.frombuffer(held_out[:SCORED_BYTES], dtype=np.uint8))
 
 
 def main() -> None:
@@ -187,7 +186,7 @@ def main() -> None:
     print(f"   NumPy is {counter['dict_seconds'] / counter['numpy_seconds']:.1f}x faster in wall time, "
           f"{counter['dict_cpu_seconds'] / counter['numpy_cpu_seconds']:.1f}x in CPU time; same number: {same}")
 
-    table = corpus_table(args.order)
+    table = {name: held_out_bits_per_byte(name, args.order) for name in CORPORA}
     print(f"\n3. Bits per byte, order {args.order}: trained on the first 90%, scoring the first "
           f"{SCORED_BYTES:,} bytes of the last 10%")
     print(f"   {'corpus':<12} {'measured':>9} {'issue':>7}")
@@ -195,9 +194,14 @@ def main() -> None:
         quoted = QUOTED_BITS_PER_BYTE[name] if args.order == 6 else float("nan")
         print(f"   {name:<12} {bits:9.4f} {quoted:7.3f}  {'reproduced' if round(bits, 3) == quoted else ''}")
 
+    by_order = {order: held_out_bits_per_byte("shakespeare", order) for order in range(1, 9)}
+    print(f"\n4. Bits per byte on Shakespeare by order (the same {SCORED_BYTES:,} bytes):")
+    print("   " + " ".join(f"{order:>6}" for order in by_order))
+    print("   " + " ".join(f"{bits:6.3f}" for bits in by_order.values()))
+
     if args.json:
         figures = {"machine": machine(), "order": args.order, "cli_seconds": times, "cli": cli,
-                   "dict_counter": counter, "bits_per_byte": table}
+                   "dict_counter": counter, "bits_per_byte": table, "shakespeare_by_order": by_order}
         target = Path(args.json)
         with tempfile.NamedTemporaryFile("w", dir=target.parent or ".", suffix=".tmp", delete=False) as handle:
             json.dump(figures, handle, indent=2)
