@@ -198,8 +198,8 @@ class KneserNeyLM:
     # ------------------------------------------------------------------------------------------
 
     def _as_tokens(self, tokens, what: str) -> np.ndarray:
-        """A 1-D int64 copy of `tokens`, every id checked to lie in 0..V-1."""
-        array = np.asarray(tokens)
+        """A 1-D int64 copy of `tokens` (an array, a list, or bytes), every id checked to lie in 0..V-1."""
+        array = np.frombuffer(tokens, dtype=np.uint8) if isinstance(tokens, (bytes, bytearray)) else np.asarray(tokens)
         if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
             raise UserError(f"{what}: expected a 1-D array of integer token ids, got shape {array.shape} "
                             f"of {array.dtype}")
@@ -300,7 +300,7 @@ class KneserNeyLM:
     def prob(self, context, token: int) -> float:
         """P(token | context): P_N given the last N-1 tokens of `context`, or P_{k+1} when the
         context holds only k < N-1 tokens."""
-        context = tuple(int(t) for t in self._as_tokens(np.asarray(context, dtype=np.int64), "context"))
+        context = tuple(int(t) for t in self._as_tokens(context, "context"))
         token = int(self._as_tokens(np.array([token]), "token")[0])
         context = context[len(context) - min(len(context), self.order - 1):]
         return self._prob_at_order(len(context) + 1, context, token)
@@ -312,7 +312,7 @@ class KneserNeyLM:
     def distribution(self, context) -> np.ndarray:
         """(V,) probabilities of the next token after `context` (its last N-1 tokens); sums to 1."""
         levels = self._fitted()
-        context = self._as_tokens(np.asarray(context, dtype=np.int64), "context")
+        context = self._as_tokens(context, "context")
         context = context[len(context) - min(len(context), self.order - 1):]
         V, k = self.vocab_size, len(context)
         vocab = np.arange(V, dtype=np.int64)
