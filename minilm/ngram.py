@@ -162,11 +162,10 @@ def unique_with_ranks(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def lookup(sorted_codes: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Index of each query in `sorted_codes`, or -1 where it is absent."""
-    index = np.searchsorted(sorted_codes, queries)  # (Q,)
-    index = np.minimum(index, max(len(sorted_codes) - 1, 0))
-    found = (index < len(sorted_codes)) & (sorted_codes[index] == queries) if len(sorted_codes) else \
-        np.zeros(len(queries), dtype=bool)
-    return np.where(found, index, -1)
+    if len(sorted_codes) == 0:
+        return np.full(len(queries), -1)
+    index = np.minimum(np.searchsorted(sorted_codes, queries), len(sorted_codes) - 1)  # (Q,)
+    return np.where(sorted_codes[index] == queries, index, -1)
 
 
 def gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -337,7 +336,7 @@ class KneserNeyLM:
         M, V = len(text), self.vocab_size
         if not 0 <= start <= M:
             raise UserError(f"start: expected 0..{M} (the number of tokens), got {start}")
-        p = np.full(M, 1.0 / V)  # p[j] = P_{n}(text[j] | ...), updated order by order from P_0
+        p = np.full(M, 1.0 / V)  # p[j] = P_n(text[j] | the n-1 before), raised one order per pass from P_0
         ids = np.zeros(M + 1, dtype=np.int64)  # id of the (n-1)-gram starting at each i (order 0: empty)
         for n in range(1, self.order + 1):
             starts = max(M - n + 1, 0)  # n-grams text[i:i+n], i = 0..M-n; the one at i ends at j = i+n-1
