@@ -551,7 +551,7 @@ class BPETokenizer:
         """
         ids = [self._char_to_id[char] for char in word]
         while len(ids) >= 2:
-            pairs = set(zip(ids, ids[1:]))
+            pairs = set(zip(ids, ids[1:], strict=False))  # (a, b) for each adjacent a, b
             best = min(pairs, key=lambda pair: self._merge_ranks.get(pair, (float("inf"),))[0])
             if best not in self._merge_ranks:
                 break  # no adjacent pair is a merge
@@ -602,7 +602,7 @@ class BPETokenizer:
                 found = ranks.get((new_id, symbols[after[i]]))
                 if found is not None:
                     heapq.heappush(heap, (found[0], i, found[1]))
-        return tuple(symbol for symbol, live in zip(symbols, alive) if live)
+        return tuple(symbol for symbol, live in zip(symbols, alive, strict=True) if live)
 
     def _encode_ordinary(self, text: str, ids: list[int]) -> None:
         cache = self._cache

@@ -306,25 +306,27 @@ def read_hf_params(folder: Path) -> tuple[dict, dict]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _special_tokens_from_configs(folder: Path, vocab: dict) -> list[str]:
-    """Which vocab entries are special: named by tokenizer_config.json or special_tokens_map.json;
-    without either, GPT-2's one special token "<|endoftext|>" when the vocab has it."""
-    special = []
+def _special_tokens_from_configs(folder: Path, vocab: dict) -> dict[str, int]:
+    """Which tokens are special, {text: id}: those tokenizer_config.json lists with their ids
+    (`added_tokens_decoder`, which may lie past vocab.json), and the vocab entries it or
+    special_tokens_map.json names (eos_token, ...); without either file, GPT-2's one special
+    token "<|endoftext|>" when the vocab has it."""
+    special = {}
     config_path, map_path = folder / "tokenizer_config.json", folder / "special_tokens_map.json"
     for path in (config_path, map_path):
         if not path.is_file():
             continue
         document = json.loads(path.read_text(encoding="utf-8"))
-        for added in (document.get("added_tokens_decoder") or {}).values():
-            special.append(added["content"])
+        for i, added in (document.get("added_tokens_decoder") or {}).items():
+            special[added["content"]] = int(i)
         for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
             value = document.get(key)
             value = value.get("content") if isinstance(value, dict) else value
-            if isinstance(value, str):
-                special.append(value)
-    if not config_path.is_file() and not map_path.is_file():
-        special.append("<|endoftext|>")
-    return [text for text in dict.fromkeys(special) if text in vocab]
+            if isinstance(value, str) and value in vocab:
+                special.setdefault(value, vocab[value])
+    if not config_path.is_file() and not map_path.is_file() and "<|endoftext|>" in vocab:
+        special["<|endoftext|>"] = vocab["<|endoftext|>"]
+    return special
 
 
 def load_hf_tokenizer(folder: Path):
@@ -332,7 +334,6 @@ def load_hf_tokenizer(folder: Path):
     merges.txt. A byte-level BPE with no merges whose ids are the byte values (what `export`
     writes for a bytes model) comes back as minilm's ByteTokenizer."""
     from minilm.bpe import BYTE_TO_CHAR, BPETokenizer
-    from minilm.data import ByteTokenizer
 
     try:
         if (folder / "tokenizer.json").is_file():
@@ -340,18 +341,24 @@ def load_hf_tokenizer(folder: Path):
                                                str(folder / "tokenizer.json"))
         elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             vocab_json = (folder / "vocab.json").read_text(encoding="utf-8")
-            special = _special_tokens_from_configs(folder, json.loads(vocab_json))
-            tokenizer = BPETokenizer.from_gpt2_files(vocab_json, (folder / "merges.txt").read_text(encoding="utf-8"),
-                                                     special, f"{folder}/vocab.json + merges.txt")
+            vocab = {**json.loads(vocab_json), **_special_tokens_from_configs(folder, json.loads(vocab_json))}
+            special = _special_tokens_from_configs(folder, vocab)
+            merges_txt = (folder / "merges.txt").read_text(encoding="utf-8")
+            tokenizer = BPETokenizer.from_gpt2_files(json.dumps(vocab), merges_txt, special,
+                                                     f"{folder}/vocab.json + merges.txt")
         else:
-            raise UserError(f"--hf: folder {str(folder)!r} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)")
+            raise UserError(f"--hf: folder {str(folder)!r} has no tokenizer "
+                            "(tokenizer.json, or vocab.json + merges.txt)")
     except (ValueError, json.JSONDecodeError) as error:
         if isinstance(error, UserError):
             raise
         raise UserError(f"--hf: {error}") from None
     is_bytes = (tokenizer.vocab_size == 256 and not tokenizer.merges and not tokenizer.special_tokens
                 and all(tokenizer.token_to_id[BYTE_TO_CHAR[b]] == b for b in range(256)))
-    return ByteTokenizer() if is_bytes else tokenizer
+    if not is_bytes:
+        return tokenizer
+    from minilm.data import ByteTokenizer  # imported here: minilm.data imports torch
+    return ByteTokenizer()
 
 
 def bytes_as_bpe():
