@@ -3,6 +3,7 @@ worked example (ids in the `tokenizers` order, not byte values) holds as written
 from __future__ import annotations
 
 import doctest
+import warnings
 
 from hypothesis import given
 from strategies_bpe import corpora, examples, unicode_text
@@ -14,7 +15,9 @@ from minilm.bpe import BPETokenizer, pretokenize
 @examples(60)
 @given(corpus=corpora(), text=unicode_text(80))
 def test_naive_and_heap_encoders_give_the_same_ids(corpus, text):
-    tok = BPETokenizer.train(corpus + " " + corpus[::-1], 256 + 80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small corpus may run out of pairs before 80 merges
+        tok = BPETokenizer.train(corpus + " " + corpus[::-1], 256 + 80)
     for word in pretokenize(corpus + text):
         assert tok.encode_word_naive(word) == tok.encode_word(word)
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from minilm.hf import load_hf_tokenizer, read_hf_params, resolve_hf_folder
 
     parser = OneLineErrorParser(prog="python -m minilm.reference.generate",
-                                description="Greedy generation from a Hugging Face GPT-2 folder with the NumPy twin.")
+                                description="Greedy generation from a Hugging Face GPT-2 folder, NumPy twin.")
     parser.add_argument("--hf", required=True, help="a Hugging Face GPT-2 folder (or a hub name, when reachable)")
     parser.add_argument("--prompt", required=True, help="the text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="how many tokens to add")
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         if not prompt_ids:
             raise UserError("--prompt: expected some text, got an empty prompt")
         if len(prompt_ids) + args.max_new_tokens > config["block_size"]:
-            raise UserError(f"--max-new-tokens: {len(prompt_ids)} prompt tokens + {args.max_new_tokens} new ones exceed "
-                            f"the model's context of {config['block_size']}")
+            raise UserError(f"--max-new-tokens: {len(prompt_ids)} prompt tokens + {args.max_new_tokens} new ones "
+                            f"exceed the model's context of {config['block_size']}")
     except UserError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
