@@ -459,6 +459,11 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, overwrite
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         for name, text in tokenizer_files(tokenizer, model.config.block_size).items():
             (staging / name).write_text(text, encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the user's folder should not be
+        for path in staging.iterdir():
+            os.chmod(path, 0o666 & ~umask)
         if out.exists():  # overwrite: move the old folder aside first, delete it only once the new one is in place
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
             os.replace(out, old / out.name)
