@@ -440,3 +440,38 @@ def test_fine_tuning_the_imported_model_lowers_its_loss(gpt2_folder, tmp_path):
     first, last = result.history[0], result.history[-1]
     assert first["step"] == 0 and last["step"] == 15
     assert last["val_loss"] < first["val_loss"] - 0.5
+
+
+def test_a_hub_name_online_is_fetched_by_huggingface_hub_into_its_cache(gpt2_folder, monkeypatch):
+    import huggingface_hub
+    folder, _ = gpt2_folder
+    asked = {}
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(folder)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model, tokenizer = hf.load_for_sampling("openai-community/gpt2")
+    assert asked["repo_id"] == "openai-community/gpt2"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(asked["allow_patterns"])
+    assert not model.training and tokenizer.special_tokens == {EOT: model.config.vocab_size - 1}
+
+    def unreachable(repo_id, allow_patterns):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nmore lines")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(UserError, match="could not fetch 'gpt2'.*couldn't connect.*pass a local folder") as error:
+        hf.from_hf("gpt2")
+    assert "\n" not in str(error.value)
+
+
+def test_an_lstm_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "text.txt").write_text(TRAINING_TEXT, encoding="utf-8")
+    config = TrainConfig.from_preset("ci-tiny", model="lstm", steps=1, eval_interval=1, eval_windows=2, batch_size=2,
+                                     out_dir=str(tmp_path / "lstm"), progress=False, verbose=False, cache_dir="",
+                                     data=str(tmp_path / "text.txt"))
+    train(config)
+    assert hf.main(["export", "--ckpt", str(tmp_path / "lstm" / "ckpt.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert "only GPT models export" in capsys.readouterr().err and not (tmp_path / "x").exists()
