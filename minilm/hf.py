@@ -244,7 +244,8 @@ def minilm_state_from_hf(tensors: dict, c: dict, where: str = "weights") -> dict
     shapes = expected_shapes(c)
     if c["tie_weights"]:
         head = found.pop("lm_head.weight", None)
-        if head is not None and not np.array_equal(np.asarray(head), np.asarray(found.get("wte.weight"))):
+        table = found.get("wte.weight")
+        if head is not None and table is not None and not np.array_equal(np.asarray(head), np.asarray(table)):
             raise UserError(f"--hf: {where}: lm_head.weight differs from wte.weight, but config.json ties them "
                             "(tie_word_embeddings=true)")
     state = {}

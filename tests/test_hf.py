@@ -195,6 +195,15 @@ def test_a_gpt2model_folder_and_an_old_bin_with_mask_buffers_import(gpt2_folder,
     model, _ = hf.from_hf(bare)
     with torch.no_grad():
         assert torch.equal(model.double()(idx)[0], expected)
+    # a large model comes in shards, listed by model.safetensors.index.json
+    sharded = tmp_path / "sharded"
+    theirs.float().save_pretrained(sharded, max_shard_size="20KB")
+    theirs.double()
+    _copy_tokenizer(folder, sharded)
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 1
+    model, _ = hf.from_hf(sharded)
+    with torch.no_grad():
+        assert torch.equal(model.double()(idx)[0], expected)
     # the original GPT-2 release: pytorch_model.bin, no prefix, with the causal-mask buffers
     old = tmp_path / "old_bin"
     old.mkdir()
