@@ -41,8 +41,9 @@ import numpy as np
 
 from minilm.cli import OneLineErrorParser, UserError
 
-# The files a GPT-2 folder may hold, and all that is downloaded from the hub.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# The files a GPT-2 folder may hold, and all that is downloaded from the hub: the safetensors
+# weights (one file, or shards and their index), or pytorch_model.bin only where there are none.
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
 
@@ -74,12 +75,13 @@ def resolve_hf_folder(name_or_dir: str | os.PathLike, what: str = "--hf") -> Pat
         raise UserError(f"{what}: {name!r} is not a local folder, and huggingface_hub (to fetch it from the hub) "
                         f"is not installed; {how}") from None
     try:
-        folder = snapshot_download(name, allow_patterns=["config.json", *WEIGHT_FILES, "model-*.safetensors",
-                                                         *TOKENIZER_FILES])
+        folder = Path(snapshot_download(name, allow_patterns=["config.json", *SAFETENSORS_FILES, *TOKENIZER_FILES]))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(name, allow_patterns=["pytorch_model.bin"]))
     except Exception as error:  # network, unknown repo, permissions: all one line
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         raise UserError(f"{what}: could not fetch {name!r} from the Hugging Face hub ({reason}); {how}") from None
-    return Path(folder)
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------
