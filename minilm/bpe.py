@@ -18,6 +18,19 @@ then ("lo", "w") -> "low" (3 times), then (" ", "low") -> " low" (2 times, tied 
     >>> tok.decode(tok.encode("lowly"))
     'lowly'
 
+The ids are not the byte values: the byte "A" (0x41 = 65) is id 32, and "!" is id 0.
+
+    >>> tok.token_to_id["A"], tok.token_to_id["!"], tok.token_bytes(32)
+    (32, 0, b'A')
+    >>> tok.encode("low"), tok.merges[1]
+    ([257], (256, 86))
+
+Ids follow the order of the `tokenizers` library (section 3): special tokens first, then the
+256 byte characters sorted by code point ('!', U+0021, first; the space, written 'Ġ' = U+0120,
+far down), then one id per merge. We use its order, not byte values, so that the file we save
+gives the same ids in `tokenizers` and `transformers`, and so that GPT-2's own `vocab.json`
+(built the same way: "!" is 0 there too) loads id for id.
+
 The file reads top to bottom:
 
 1. Bytes as printable characters: the GPT-2 mapping, so a token can be written as a JSON string.
@@ -25,7 +38,8 @@ The file reads top to bottom:
 3. The starting vocabulary and the rule that picks the next merge (including ties).
 4. The NAIVE trainer: recount every pair after every merge. Read this one first.
 5. The INCREMENTAL trainer: the same merges, fast enough for megabytes of text.
-6. `BPETokenizer`: encode (merges applied by rank, with a cache), decode, `tokenizer.json`.
+6. `BPETokenizer`: encode (merges applied by rank: a NAIVE loop to read, a heap to run, with a
+   cache), decode, `tokenizer.json`, and GPT-2's `vocab.json` + `merges.txt`.
 7. Reading text files and the command line: `python -m minilm.bpe train|encode|stats`.
 
 The merges (and the ids) are exactly those of the Hugging Face `tokenizers` library's
@@ -524,20 +538,37 @@ class BPETokenizer:
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def _encode_word(self, word: str) -> tuple[int, ...]:
+    def encode_word_naive(self, word: str) -> tuple[int, ...]:
         """One pre-token (in byte characters) -> ids, by applying merges in rank order.
 
-        Start from one id per byte; repeatedly merge the adjacent pair with the lowest rank
-        (the earliest-learned merge), the leftmost one if it occurs twice; stop when no
-        adjacent pair is a merge. E.g. with merges [('l','o'), ('lo','w'), ('Ġ','l')],
+        Start from one id per byte; repeatedly find the adjacent pair with the lowest rank
+        (the earliest-learned merge) and merge it everywhere in the word, left to right; stop
+        when no adjacent pair is a merge. E.g. with merges [('l','o'), ('lo','w'), ('Ġ','l')],
         'Ġlowly' -> Ġ l o w l y -> Ġ lo w l y -> Ġ low l y -> done (('Ġ','l') is no longer
         adjacent anywhere) = ['Ġ', 'low', 'l', 'y'].
 
-        Finding the lowest-rank pair by a scan costs O(n) per merge, O(n^2) per word: fine
-        for English words, slow for a line of Chinese (one word of 60 bytes). So candidate
-        merges wait in a heap keyed by (rank, position), and the symbols form a linked list
-        (`after[i]`/`before[i]`: the next/previous live position), which makes a word cost
-        O(n log n). A heap entry whose pair changed since it was pushed is skipped.
+        This is the version to read; `encode_word` gives the same ids faster.
+        """
+        ids = [self._char_to_id[char] for char in word]
+        while len(ids) >= 2:
+            pairs = set(zip(ids, ids[1:], strict=False))  # (a, b) for each adjacent a, b
+            best = min(pairs, key=lambda pair: self._merge_ranks.get(pair, (float("inf"),))[0])
+            if best not in self._merge_ranks:
+                break  # no adjacent pair is a merge
+            _rank, new_id = self._merge_ranks[best]
+            ids = merge_pair_in_word(ids, *best, new_id)
+        return tuple(ids)
+
+    def encode_word(self, word: str) -> tuple[int, ...]:
+        """The same ids as `encode_word_naive`, in O(n log n) for a word of n bytes (the fast path).
+
+        The naive loop scans the whole word for the lowest-rank pair before every merge:
+        O(n) per merge, O(n^2) per word; fine for English words, slow for a line of Chinese
+        (one word of 60 bytes or more). Here candidate merges wait in a heap keyed by (rank,
+        position), and the symbols form a linked list (`after[i]`/`before[i]`: the
+        next/previous live position). Popping the lowest (rank, position) merges the leftmost
+        occurrence of the lowest-rank pair first, as the naive loop's left-to-right scan does.
+        A heap entry whose pair changed since it was pushed is skipped.
         """
         symbols = [self._char_to_id[char] for char in word]
         n = len(symbols)
@@ -571,14 +602,14 @@ class BPETokenizer:
                 found = ranks.get((new_id, symbols[after[i]]))
                 if found is not None:
                     heapq.heappush(heap, (found[0], i, found[1]))
-        return tuple(symbol for symbol, live in zip(symbols, alive) if live)
+        return tuple(symbol for symbol, live in zip(symbols, alive, strict=True) if live)
 
     def _encode_ordinary(self, text: str, ids: list[int]) -> None:
         cache = self._cache
         for word in pretokenize(text):
             word_ids = cache.get(word)
             if word_ids is None:
-                word_ids = self._encode_word(word)
+                word_ids = self.encode_word(word)
                 if len(cache) >= 200_000:  # bound the memory; the common words come back
                     cache.clear()
                 cache[word] = word_ids
@@ -651,6 +682,8 @@ class BPETokenizer:
 
     @classmethod
     def _from_document(cls, document: dict) -> "BPETokenizer":
+        """GPT-2's own tokenizer.json is of this kind: its ByteLevel post-processor only moves
+        character offsets (never ids), and its ByteLevel decoder is what `decode` does."""
         if not isinstance(document, dict) or "model" not in document:
             raise ValueError("not a tokenizer.json (no 'model')")
         model = document["model"]
@@ -661,36 +694,83 @@ class BPETokenizer:
                 or not pre.get("use_regex", True)):
             raise ValueError("pre_tokenizer must be ByteLevel(add_prefix_space=False, "
                              f"use_regex=True), found {pre!r}")
-        for key in ("normalizer", "post_processor"):
-            if document.get(key) is not None:
-                raise ValueError(f"a {key} is not supported, found {document[key]!r}")
-        for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
+        if document.get("normalizer") is not None:
+            raise ValueError(f"a normalizer is not supported, found {document['normalizer']!r}")
+        for key in ("post_processor", "decoder"):
+            part = document.get(key)
+            if part is not None and part.get("type") != "ByteLevel":
+                raise ValueError(f"a {key} of type {part.get('type')!r} is not supported "
+                                 "(only ByteLevel)")
+        for key in ("continuing_subword_prefix", "end_of_word_suffix", "dropout", "ignore_merges"):
             if model.get(key):
                 raise ValueError(f"model.{key}={model[key]!r} is not supported")
-        vocab = model["vocab"]
-        ids = sorted(vocab.values())
-        if ids != list(range(len(ids))):
-            raise ValueError("vocab ids are not 0..N-1 without gaps")
-        id_to_token = [""] * len(ids)
-        for token, i in vocab.items():
-            id_to_token[i] = token
+        vocab = dict(model["vocab"])
         special_tokens = {}
         for added in document.get("added_tokens", []):
             content, i = added["content"], added["id"]
             if added.get("single_word") or added.get("lstrip") or added.get("rstrip"):
                 raise ValueError(f"added token {content!r}: single_word/lstrip/rstrip "
                                  "are not supported")
-            if vocab.get(content) != i:
+            if vocab.setdefault(content, i) != i:  # an added token may lie beyond the model's vocab
                 raise ValueError(f"added token {content!r} has id {i} but the vocab says "
-                                 f"{vocab.get(content)!r}")
+                                 f"{vocab[content]!r}")
             special_tokens[content] = i
-        merges = []
-        for merge in model["merges"]:
-            left, right = merge.split(" ") if isinstance(merge, str) else merge
+        merges = [merge.split(" ") if isinstance(merge, str) else merge for merge in model["merges"]]
+        return cls.from_vocab_and_merges(vocab, merges, special_tokens)
+
+    @classmethod
+    def from_vocab_and_merges(cls, vocab: dict[str, int], merges: list, special_tokens: dict[str, int]
+                              ) -> "BPETokenizer":
+        """Build from {token: id}, the merges as [left, right] token strings in rank order, and
+        the special tokens {text: id} (each also in vocab, or added to it at its id)."""
+        vocab = dict(vocab)
+        for text, i in special_tokens.items():
+            if vocab.setdefault(text, i) != i:
+                raise ValueError(f"special token {text!r} has id {i} but the vocab says {vocab[text]!r}")
+        ids = sorted(vocab.values())
+        if ids != list(range(len(ids))):
+            raise ValueError("vocab ids are not 0..N-1 without gaps")
+        id_to_token = [""] * len(ids)
+        for token, i in vocab.items():
+            id_to_token[i] = token
+        pairs = []
+        for merge in merges:
+            left, right = merge
             if left not in vocab or right not in vocab:
                 raise ValueError(f"merge {merge!r} uses a token that is not in the vocab")
-            merges.append((vocab[left], vocab[right]))
-        return cls(id_to_token, merges, special_tokens)
+            pairs.append((vocab[left], vocab[right]))
+        return cls(id_to_token, pairs, special_tokens)
+
+    @classmethod
+    def from_gpt2_files(cls, vocab_json: str, merges_txt: str, special_tokens: Iterable[str] = (),
+                        source: str = "vocab.json/merges.txt") -> "BPETokenizer":
+        """GPT-2's original pair of files: `vocab.json` ({token: id}) and `merges.txt` (an optional
+        "#version" line, then one "left right" merge per line, in rank order). Which vocab
+        entries are special tokens (e.g. "<|endoftext|>") these files do not say; pass them."""
+        try:
+            vocab = json.loads(vocab_json)
+            lines = [line for line in merges_txt.split("\n") if line.strip()]
+            if lines and lines[0].startswith("#version"):
+                lines = lines[1:]
+            merges = []
+            for number, line in enumerate(lines, 1):
+                parts = line.split(" ")
+                if len(parts) != 2:
+                    raise ValueError(f"merges line {number} is {line!r}, not 'left right'")
+                merges.append(parts)
+            return cls.from_vocab_and_merges(vocab, merges, {text: vocab[text] for text in special_tokens})
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source}: vocab is not valid JSON ({error})") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{source}: not a GPT-2 vocab and merges ({type(error).__name__}: {error})") from None
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+
+    def to_gpt2_files(self) -> tuple[str, str]:
+        """(vocab.json text, merges.txt text), as GPT-2 and `transformers` write them."""
+        vocab = json.dumps(self.token_to_id, ensure_ascii=False)
+        lines = ["#version: 0.2"] + [f"{self.id_to_token[a]} {self.id_to_token[b]}" for a, b in self.merges]
+        return vocab, "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")
