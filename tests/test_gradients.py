@@ -12,6 +12,15 @@ from minilm.gradients import flat_gradient, gradient_cosines, ranks, spearman_co
 from tests.tolerances import assert_close
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread avoids thread hand-off costs (and a crawl on busy cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class LinearRegression(nn.Module):
     """prediction = x @ w, loss = 0.5 * (prediction - y)^2 summed: dL/dw = (x @ w - y) x."""
 

@@ -25,6 +25,15 @@ from minilm.objectives import (
 )
 from tests.tolerances import assert_close
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread avoids thread hand-off costs (and a crawl on busy cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 MASK = 256
 
 # Each statistical test below compares counts with their expectation by Pearson's chi-square and
