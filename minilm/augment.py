@@ -170,6 +170,8 @@ class Augmenter:
         span = tokens[start:start + augmenter.span_length(T + 1)]      # read a longer span
         window = augmenter.window_tokens(span, T + 1, seed)            # exactly T + 1 byte ids
 
+    or, in one call with the sampler's draws for a row, `sample_window(tokens, uniform, T + 1, seed)`.
+
     The transforms run in the order of TRANSFORMS (not the order of the flags), each once at
     most. When the transforms shrink the span below the window (deleting all speaker tags of a
     short span can), the window is the span's first T + 1 bytes, untransformed.
@@ -208,6 +210,16 @@ class Augmenter:
             raise UserError("--augment: works on byte ids only (the bytes tokenizer, without special tokens)")
         data = self.window(bytes(span.astype(np.uint8)), length, seed)
         return np.frombuffer(data, dtype=np.uint8).astype(np.int64)  # (length,)
+
+
+    def sample_window(self, tokens: np.ndarray, uniform: float, length: int, seed: int) -> np.ndarray:
+        """What `BatchSampler.window` returns, augmented: a span starting at a uniformly drawn
+        offset (`uniform` in [0, 1), the sampler's draw for the row), transformed and cut to
+        `length` ids. A corpus shorter than the span gives a shorter span (at least `length`)."""
+        span_length = min(self.span_length(length), len(tokens))
+        num_starts = len(tokens) - span_length + 1
+        start = min(int(uniform * num_starts), num_starts - 1)
+        return self.window_tokens(tokens[start:start + span_length], length, seed)  # (length,)
 
 
 def draw_row_seeds(generator: torch.Generator, num_rows: int) -> torch.Tensor:

@@ -217,3 +217,16 @@ def test_row_seeds_come_from_the_samplers_generator():
     a = draw_row_seeds(torch.Generator().manual_seed(0), 8)
     b = draw_row_seeds(torch.Generator().manual_seed(0), 8)
     assert torch.equal(a, b) and len(set(a.tolist())) == 8
+
+
+def test_sample_window_reads_a_longer_span_inside_the_corpus():
+    tokens = np.frombuffer(PROSE * 4, dtype=np.uint8).astype(np.uint16)  # 4 x ~160 bytes
+    plain = Augmenter.from_flags(["case=0"])
+    for uniform in (0.0, 0.5, 0.999999):
+        window = plain.sample_window(tokens, uniform, 33, seed=0)
+        assert window.shape == (33,)
+        start = min(int(uniform * (len(tokens) - 66 + 1)), len(tokens) - 66)
+        assert np.array_equal(window, tokens[start:start + 33])  # probability 0: the span's first bytes
+    short = tokens[:40]  # shorter than the 66-byte span: the whole corpus is the span
+    assert np.array_equal(plain.sample_window(short, 0.7, 33, seed=0), short[:33])
+    assert Augmenter.from_flags(["typos=1"]).sample_window(short, 0.7, 33, seed=0).shape == (33,)
