@@ -115,6 +115,7 @@ class ByteTokenizer:
         if len(set(special_tokens)) != len(special_tokens):
             raise UserError(f"special tokens {list(special_tokens)}: expected each text once")
         self.special_tokens = {text: 256 + k for k, text in enumerate(special_tokens)}  # text -> id
+        self._special_bytes = [text.encode("utf-8") for text in special_tokens]  # id - 256 -> bytes
         by_length = sorted(special_tokens, key=len, reverse=True)  # longest first: "<a><b>" beats "<a>"
         self._special_split = re.compile("(" + "|".join(map(re.escape, by_length)) + ")") if by_length else None
 
@@ -145,7 +146,7 @@ class ByteTokenizer:
         if 0 <= token_id < 256:
             return bytes([token_id])
         if 256 <= token_id < self.vocab_size:
-            return list(self.special_tokens)[token_id - 256].encode("utf-8")
+            return self._special_bytes[token_id - 256]
         raise ValueError(f"token id {token_id} is out of range 0..{self.vocab_size - 1}")
 
     def decode(self, ids) -> str:

@@ -104,3 +104,18 @@ def test_tokenizer_contract_holds_with_special_tokens(text, inserted):
     assert b"".join(tokenizer.token_bytes(i) for i in tagged_ids) == tagged.encode("utf-8")
     assert len(tagged_ids) == len(ids) + len(inserted)
     assert tokenizer.num_bytes(tagged_ids) == len(text.encode("utf-8"))
+
+
+def test_a_checkpoint_carries_the_mask_token_and_loads_consistently(tmp_path):
+    from minilm.checkpoint import CheckpointError, capture_rng_state, load_model, save_checkpoint
+    from minilm.gpt import GPT, GPTConfig
+
+    tokenizer = ByteTokenizer(special_tokens=("<mask>",))
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    checkpoint = {"model_kind": "gpt", "model_config": model.config.to_dict(), "model": model.state_dict(),
+                  "step": 0, "tokenizer": tokenizer.to_json(), "rng": capture_rng_state()}
+    _, loaded, _ = load_model(save_checkpoint(tmp_path / "mlm.pt", checkpoint))
+    assert loaded.vocab_size == 257 and loaded.special_id("<mask>") == 256
+    checkpoint["tokenizer"] = ByteTokenizer().to_json()  # a 257-way model with a 256-token tokenizer
+    with pytest.raises(CheckpointError, match="vocab_size 257"):
+        load_model(save_checkpoint(tmp_path / "bad.pt", checkpoint))
