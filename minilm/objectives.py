@@ -63,6 +63,12 @@ class ObjectiveConfig:
     def needs_mask_token(self) -> bool:
         return self.objective in ("mlm", "both")
 
+    def check_model(self, model_kind: str) -> None:
+        """The masked objective needs attention that can look both ways: a GPT, not an LSTM."""
+        if self.needs_mask_token and model_kind != "gpt":
+            raise UserError(f"--objective {self.objective}: needs --model gpt (bidirectional attention); "
+                            f"an {model_kind} reads left to right only")
+
 
 # ----------------------------------------------------------------------------------------------
 # 1. Masking

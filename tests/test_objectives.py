@@ -187,6 +187,10 @@ def test_objective_dispatch_and_bad_settings():
         ObjectiveConfig("bert")
     with pytest.raises(UserError, match="--mlm-weight"):
         ObjectiveConfig("both", mlm_weight=-1.0)
+    with pytest.raises(UserError, match="--model gpt"):
+        ObjectiveConfig("mlm").check_model("lstm")
+    ObjectiveConfig("clm").check_model("lstm")
+    ObjectiveConfig("both").check_model("gpt")
 
 
 # --- scores over the byte ids only -------------------------------------------------------------
