@@ -157,6 +157,8 @@ class ByteTokenizer:
 
     def num_bytes(self, ids) -> int:
         """Text bytes behind ids: one per byte token, none for a special token (see the class)."""
+        if not self.special_tokens:
+            return len(ids)  # every id is a byte
         return sum(1 for i in ids if int(i) < 256)
 
     def to_json(self) -> str:
