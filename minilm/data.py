@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,31 +91,95 @@ def split_point(data: bytes, val_fraction: float = VAL_FRACTION) -> int:
 
 
 class ByteTokenizer:
-    """The simplest tokenizer: one token per UTF-8 byte, id = byte value, vocabulary of 256."""
+    """The simplest tokenizer: one token per UTF-8 byte, id = byte value, vocabulary of 256.
 
-    vocab_size = 256
+    Extra tokens (a mask token for the masked-LM objective, one tag per domain) are *special
+    tokens*: `ByteTokenizer(special_tokens=("<mask>",))` has vocabulary 256 + 1, and the k-th
+    special token gets id 256 + k, so the byte ids never move. A special token is text that
+    stands for one id:
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+    - `encode(text)` reads every byte as a byte (so a corpus that happens to contain "<mask>"
+      stays ordinary text, and equals the raw bytes); `encode(text, allow_special=True)` turns
+      the text of each special token into its id (the keyword of `BPETokenizer.encode`);
+    - `decode` and `token_bytes` give a special token's text;
+    - `num_bytes` counts only byte tokens: a special token is put in by the program, not read
+      from the text, so it covers no text byte and bits per byte stay bits per byte of the text.
+    """
 
-    def decode(self, ids) -> str:
-        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+    def __init__(self, special_tokens: Sequence[str] = ()):
+        special_tokens = tuple(special_tokens)
+        for text in special_tokens:
+            if not isinstance(text, str) or len(text.encode("utf-8")) < 2:
+                raise UserError(f"special token {text!r}: expected a text of at least 2 bytes "
+                                f"(an empty or one-byte token would be indistinguishable from the bytes)")
+        if len(set(special_tokens)) != len(special_tokens):
+            raise UserError(f"special tokens {list(special_tokens)}: expected each text once")
+        self.special_tokens = {text: 256 + k for k, text in enumerate(special_tokens)}  # text -> id
+        self._special_bytes = [text.encode("utf-8") for text in special_tokens]  # id - 256 -> bytes
+        by_length = sorted(special_tokens, key=len, reverse=True)  # longest first: "<a><b>" beats "<a>"
+        self._special_split = re.compile("(" + "|".join(map(re.escape, by_length)) + ")") if by_length else None
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self.special_tokens)
+
+    def special_id(self, name: str) -> int:
+        """The id of the special token `name`, e.g. special_id("<mask>") -> 256."""
+        if name not in self.special_tokens:
+            raise UserError(f"special token {name!r}: this tokenizer has {list(self.special_tokens) or 'none'}")
+        return self.special_tokens[name]
+
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        if self._special_split is None or not allow_special:
+            return list(text.encode("utf-8"))
+        ids: list[int] = []
+        for k, piece in enumerate(self._special_split.split(text)):
+            if k % 2:  # odd pieces are the separators: special tokens
+                ids.append(self.special_tokens[piece])
+            else:
+                ids += piece.encode("utf-8")
+        return ids
 
     def token_bytes(self, token_id: int) -> bytes:
-        return bytes([int(token_id)])
+        """The bytes behind one id; a special token's are its text's UTF-8 bytes."""
+        token_id = int(token_id)
+        if 0 <= token_id < 256:
+            return bytes([token_id])
+        if 256 <= token_id < self.vocab_size:
+            return self._special_bytes[token_id - 256]
+        raise ValueError(f"token id {token_id} is out of range 0..{self.vocab_size - 1}")
+
+    def decode(self, ids) -> str:
+        """Ids -> text; never raises: broken UTF-8 and ids outside the vocabulary become U+FFFD."""
+        size = self.vocab_size
+        data = b"".join(self.token_bytes(i) if 0 <= int(i) < size else b"\xff" for i in ids)
+        return data.decode("utf-8", errors="replace")
 
     def num_bytes(self, ids) -> int:
-        return len(ids)
+        """Text bytes behind ids: one per byte token, none for a special token (see the class)."""
+        if not self.special_tokens:
+            return len(ids)  # every id is a byte
+        return sum(1 for i in ids if int(i) < 256)
 
     def to_json(self) -> str:
-        return json.dumps({"type": "bytes"})
+        description = {"type": "bytes"}
+        if self.special_tokens:
+            description["special_tokens"] = list(self.special_tokens)  # in id order
+        return json.dumps(description)
 
     @classmethod
     def from_json(cls, text: str) -> "ByteTokenizer":
-        return cls()
+        """Rebuild from `to_json()`; the plain `{"type": "bytes"}` (no special tokens) gives vocab 256."""
+        description = json.loads(text)
+        specials = description.get("special_tokens", [])
+        if not isinstance(specials, list):
+            raise UserError(f"byte tokenizer json: 'special_tokens' must be a list of strings, got {specials!r}")
+        return cls(specials)
 
     def __repr__(self) -> str:
-        return "ByteTokenizer()"
+        if not self.special_tokens:
+            return "ByteTokenizer()"
+        return f"ByteTokenizer(special_tokens={tuple(self.special_tokens)!r})"
 
 
 def load_tokenizer(spec: str | os.PathLike):
@@ -134,7 +199,7 @@ def tokenizer_from_json(text: str):
     """Rebuild a tokenizer from its `to_json()` text (as stored in checkpoints)."""
     description = json.loads(text)
     if isinstance(description, dict) and description.get("type") == "bytes":
-        return ByteTokenizer()
+        return ByteTokenizer.from_json(text)
     from minilm.bpe import BPETokenizer  # only needed for BPE; keeps `bpe` optional for bytes
 
     return BPETokenizer.from_json(text)

@@ -136,11 +136,14 @@ class GPT(nn.Module):
         return self.drop(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None):
+                attention_mask: torch.Tensor | None = None, *, causal: bool = True):
         """idx (B, T) token ids -> (logits (B, T, V), mean cross-entropy or None).
 
-        targets (B, T): next-token ids, -1 where a position should not count.
+        targets (B, T): the ids to predict at each position, -1 where a position should not count
+        (next tokens for a causal model; the original tokens at masked positions for BERT's loss).
         attention_mask (B, T): optional padding mask, True/1 = real token.
+        causal=True: position t sees only positions <= t (GPT). causal=False: every position sees
+        the whole text (BERT's bidirectional attention), with the same weights.
         """
         self._check_idx(idx)
         B, T = idx.shape
@@ -152,7 +155,7 @@ class GPT(nn.Module):
         pos = torch.arange(T, device=idx.device)  # (T,)
         x = self.embed(idx, pos)  # (B, T, C)
         for block in self.h:
-            x = block(x, pos, attention_mask)  # (B, T, C)
+            x = block(x, pos, attention_mask, causal)  # (B, T, C)
         x = self.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
@@ -177,6 +180,8 @@ class GPT(nn.Module):
         only half a block means the next block_size // 2 tokens are again cheap cached steps.
 
         Call `model.eval()` first: in training mode dropout would make the logits random.
+        The cache is causal by nature (a cached key never sees later tokens): `step` is the causal
+        model's; a bidirectional (causal=False) model is read with `forward` only.
         """
         self._check_idx(idx)
         B, T_new = idx.shape

@@ -1,7 +1,7 @@
 """The layers of a GPT, written from tensor operations.
 
 Read top to bottom: position information (three schemes), layer norm, causal self-attention
-(a readable path and a fast path), the MLP, and the pre-norm residual block that stacks them.
+(causal or bidirectional; a readable path and a fast path), the MLP, and the pre-norm residual block that stacks them.
 Every layer has a NumPy float64 twin in `minilm/reference/` that the tests compare against.
 
 Shape letters used in comments:
@@ -140,31 +140,38 @@ class LayerNorm(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Causal multi-head self-attention
+# Multi-head self-attention, causal (GPT) or bidirectional (BERT)
 # ----------------------------------------------------------------------------------------------
 
 
-def allowed_keys(T: int, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
+def allowed_keys(T: int, attention_mask: torch.Tensor | None, device, causal: bool = True) -> torch.Tensor:
     """Which keys each query may attend to: (T, T) or (B, 1, T, T) booleans, True = allowed.
 
-    Causal: query t sees keys s <= t. With a padding mask (B, T), True = real token, keys at
-    padded positions are hidden too; a query may always see itself, so no row is empty and
-    padded positions produce finite (meaningless) outputs instead of NaN.
+    causal=True (GPT): query t sees keys s <= t. causal=False (BERT): every query sees every key.
+    With a padding mask (B, T), True = real token, keys at padded positions are hidden too; a
+    query may always see itself, so no row is empty and padded positions produce finite
+    (meaningless) outputs instead of NaN.
     """
-    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # (T, T)
+    allowed = torch.ones(T, T, dtype=torch.bool, device=device)  # (T, T)
+    if causal:
+        allowed = allowed.tril()  # (T, T), key s <= query t
     if attention_mask is None:
-        return causal
+        return allowed
     real_key = attention_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T)
     itself = torch.eye(T, dtype=torch.bool, device=device)  # (T, T)
-    return causal & (real_key | itself)  # (B, 1, T, T)
+    return allowed & (real_key | itself)  # (B, 1, T, T)
 
 
-class CausalSelfAttention(nn.Module):
+class SelfAttention(nn.Module):
     """softmax(Q K^T / sqrt(hs) + mask) V, in nh heads, then an output projection.
 
         q, k, v = split(x W_attn^T + b_attn)          x: (B, T, C) -> 3 x (B, T, C)
-        per head: A = softmax(q k^T / sqrt(hs)), masked so position t sees only s <= t
+        per head: A = softmax(q k^T / sqrt(hs)), masked by `allowed_keys`
         y = concat_heads(A v) W_proj^T + b_proj
+
+    The mask is the only difference between GPT and BERT: causal=True (the default) lets
+    position t see only s <= t; causal=False lets every position see the whole text (padding
+    masks still hide padded keys). The weights are the same either way.
 
     Two paths compute the same thing: `readable` spells out every step; `fast` calls
     `F.scaled_dot_product_attention` (a fused kernel). `step` adds a KV cache for generation.
@@ -200,21 +207,21 @@ class CausalSelfAttention(nn.Module):
         att = self.attn_dropout(att)
         return att @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
 
-    def fast_attention(self, q, k, v, allowed, causal_only: bool):
+    def fast_attention(self, q, k, v, allowed, attention_mask, causal: bool):
         p = self.dropout if self.training else 0.0
-        if causal_only:  # lets the kernel skip building the mask
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        if attention_mask is None:  # no mask to build: the kernel knows the causal rule itself
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                causal: bool = True) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv_heads(x, pos)  # (B, nh, T, hs) each
-        allowed = allowed_keys(T, attention_mask, x.device)
+        allowed = allowed_keys(T, attention_mask, x.device, causal)
         if self.impl == "readable":
             y = self.readable_attention(q, k, v, allowed)  # (B, nh, T, hs)
         else:
-            y = self.fast_attention(q, k, v, allowed, causal_only=attention_mask is None)
+            y = self.fast_attention(q, k, v, allowed, attention_mask, causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
@@ -308,13 +315,13 @@ class Block(nn.Module):
         super().__init__()
         fused = attn_impl == "fast"
         self.ln_1 = LayerNorm(n_embd, bias=bias, eps=eps, fused=fused)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias, rope, attn_impl)
+        self.attn = SelfAttention(n_embd, n_head, dropout, bias, rope, attn_impl)
         self.ln_2 = LayerNorm(n_embd, bias=bias, eps=eps, fused=fused)
         self.mlp = MLP(n_embd, mlp_hidden, activation, dropout, bias, fused=fused)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), pos, attention_mask)  # (B, T, C)
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                causal: bool = True) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), pos, attention_mask, causal)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 

@@ -12,12 +12,18 @@ import numpy as np
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import (
+    attention_cases,
+    examples,
+    gpt_configs,
+    random_params,
+    seeds,
+    torch_grads,
+)
+from tolerances import TOL, assert_close, max_error
 
-from minilm import GPT, GPTConfig
-from minilm import layers
+from minilm import GPT, GPTConfig, layers
 from minilm import reference as ref
-from strategies import attention_cases, examples, gpt_configs, random_params, seeds, torch_grads
-from tolerances import assert_close, max_error, TOL
 
 
 def randn(seed, *shape):
@@ -64,7 +70,7 @@ def test_attention_rows_sum_to_one_and_masked_weights_are_zero(case, seed):
     on the readable PyTorch path (fed v = identity, A @ I returns the weights A themselves)."""
     allowed = np.broadcast_to(ref.allowed_keys(case.T, case.mask), (case.B, case.nh, case.T, case.T))
     q, k = randn(seed, case.B, case.nh, case.T, case.hs), randn(seed + 1, case.B, case.nh, case.T, case.hs)
-    module = layers.CausalSelfAttention(case.C, case.nh, impl="readable").double()
+    module = layers.SelfAttention(case.C, case.nh, impl="readable").double()
     allowed_t = layers.allowed_keys(case.T, None if case.mask is None else torch.tensor(case.mask), "cpu")
     assert np.array_equal(np.broadcast_to(allowed_t.numpy(), allowed.shape), allowed), "allowed-keys rule"
     eye = torch.eye(case.T, dtype=torch.float64).expand(case.B, case.nh, case.T, case.T)
@@ -88,11 +94,12 @@ def test_identical_keys_give_the_mean_of_the_values(case, seed):
     expected = (allowed @ v) / allowed.sum(axis=-1, keepdims=True)  # mean of the visible values
     y_twin, _ = ref.attention_core_forward(q, k, v, allowed)
     assert_close(y_twin, expected, "forward_float64", "twin")
-    module = layers.CausalSelfAttention(case.C, case.nh).double()
+    module = layers.SelfAttention(case.C, case.nh).double()
     allowed_t = layers.allowed_keys(case.T, None if case.mask is None else torch.tensor(case.mask), "cpu")
     qt, kt, vt = torch.tensor(q), torch.tensor(k), torch.tensor(v)
     assert_close(module.readable_attention(qt, kt, vt, allowed_t), expected, "forward_float64", "readable")
-    fast = module.fast_attention(qt, kt, vt, allowed_t, causal_only=case.mask is None)
+    mask_t = None if case.mask is None else torch.tensor(case.mask)
+    fast = module.fast_attention(qt, kt, vt, allowed_t, mask_t, causal=True)
     assert_close(fast, expected, "forward_float64", "fast")
 
 
@@ -134,23 +141,51 @@ def test_attention_core_without_mask_is_permutation_equivariant(case, seed):
     is a weighted sum over all positions, and the weights depend only on the vectors.)
 
     The causal mask breaks this on purpose (it singles out an order), so the property is stated for
-    the non-causal core: the twin with causal=False, and the PyTorch readable path given a mask
-    that allows every key."""
+    bidirectional attention: the twin and both PyTorch paths with causal=False."""
     perm = np.random.default_rng(seed).permutation(case.T)
     x = randn(seed, case.B, case.T, case.C)
-    module = layers.CausalSelfAttention(case.C, case.nh, bias=case.bias, impl="readable").double()
+    module = layers.SelfAttention(case.C, case.nh, bias=case.bias, impl="readable").double()
     p = random_params(module, seed)
     y, _ = ref.attention_forward(x, p, case.nh, causal=False)
     y_perm, _ = ref.attention_forward(x[:, perm], p, case.nh, causal=False)
     assert_close(y_perm, y[:, perm], "forward_float64", "twin")
 
-    every_key = torch.ones(case.T, case.T, dtype=torch.bool)
+    for impl in ("readable", "fast"):
+        module.impl = impl
+        with torch.no_grad():
+            y_t = module(torch.tensor(x), torch.arange(case.T), causal=False)
+            y_t_perm = module(torch.tensor(x[:, perm]), torch.arange(case.T), causal=False)
+        assert_close(y_t_perm, y_t[:, perm], "forward_float64", f"torch {impl}")
 
-    def torch_core(x):
-        q, k, v = module.qkv_heads(torch.tensor(x), torch.arange(case.T))
-        return module.readable_attention(q, k, v, every_key).detach().numpy()  # (B, nh, T, hs)
 
-    assert_close(torch_core(x[:, perm]), torch_core(x)[:, :, perm], "forward_float64", "torch readable")
+@examples(15)
+@given(config=gpt_configs(), data=st.data(), seed=seeds)
+def test_a_future_token_changes_earlier_outputs_only_when_bidirectional(config, data, seed):
+    """Change the last token of a text. Causal (GPT): the logits before it stay exactly as they
+    were. Bidirectional (causal=False, BERT): every earlier position sees the change, in the model
+    (both kernel paths, as drawn by the config) and in the twin. Heads 4 wide: layer norm maps a
+    1-wide vector to 0 and a 2-wide one to +-1, which could hide a changed token."""
+    config = GPTConfig(**{**config.to_dict(), "block_size": max(config.block_size, 2), "n_embd": 4 * config.n_head})
+    T = data.draw(st.integers(2, config.block_size))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, config.vocab_size, size=(2, T))
+    changed = idx.copy()
+    changed[:, -1] = (idx[:, -1] + 1) % config.vocab_size  # a different token at the last position
+    model = GPT(config).double()
+    p = random_params(model, seed)
+
+    def model_logits(i, causal):
+        with torch.no_grad():
+            return model(torch.tensor(i), causal=causal)[0][:, :-1]  # (B, T-1, V)
+
+    def twin_logits(i, causal):
+        return ref.gpt_forward(i, p, config, causal=causal)[0][:, :-1]  # (B, T-1, V)
+
+    for logits, who in [(model_logits, "model"), (twin_logits, "twin")]:
+        assert_close(logits(changed, True), logits(idx, True), "forward_float64", f"{who}, causal")
+        for b in range(2):  # every earlier position of every row moves
+            moved = [max_error(logits(changed, False)[b, t], logits(idx, False)[b, t]) for t in range(T - 1)]
+            assert min(moved) > 1e3 * TOL["forward_float64"], f"{who}, bidirectional: row {b} moved by {moved}"
 
 
 @examples(10)

@@ -10,11 +10,19 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import (
+    central_differences,
+    examples,
+    gpt_configs,
+    padding_masks,
+    random_params,
+    seeds,
+    torch_grads,
+)
+from tolerances import assert_close
 
 from minilm import GPT, GPTConfig
 from minilm import reference as ref
-from strategies import central_differences, examples, gpt_configs, padding_masks, random_params, seeds, torch_grads
-from tolerances import assert_close
 
 
 @st.composite
@@ -28,21 +36,22 @@ def gpt_cases(draw, **fixed):
     targets = rng.integers(-1, config.vocab_size, size=(B, T))
     targets[0, -1] = rng.integers(0, config.vocab_size)  # at least one position counts
     mask = draw(st.none() | padding_masks(B, T))
-    return config, idx, targets, mask, seed
+    causal = draw(st.booleans())
+    return config, idx, targets, mask, causal, seed
 
 
 @examples(30)
 @given(case=gpt_cases())
 def test_gpt_matches_twin(case):
     """Logits in float64 and float32, and the gradient of every state_dict entry (a tied matrix
-    gets the sum of its two uses, under both names)."""
-    config, idx, targets, mask, seed = case
+    gets the sum of its two uses, under both names). Causal (GPT) and bidirectional (BERT) alike."""
+    config, idx, targets, mask, causal, seed = case
     model = GPT(config).double().eval()
     p = random_params(model, seed)
     mask_t = None if mask is None else torch.tensor(mask)
-    loss_ref, logits_ref, dp = ref.gpt_loss(idx, targets, p, config, attention_mask=mask)
+    loss_ref, logits_ref, dp = ref.gpt_loss(idx, targets, p, config, attention_mask=mask, causal=causal)
 
-    logits, loss = model(torch.tensor(idx), torch.tensor(targets), attention_mask=mask_t)
+    logits, loss = model(torch.tensor(idx), torch.tensor(targets), attention_mask=mask_t, causal=causal)
     assert_close(logits, logits_ref, "forward_float64", "logits (float64)")
     assert loss.dtype == torch.float64, "a float64 model computes its loss in float64"
     assert_close(loss, loss_ref, "forward_float64", "loss")
@@ -53,7 +62,7 @@ def test_gpt_matches_twin(case):
         assert_close(g, dp[name], "grad_float64", f"d {name}")
 
     with torch.no_grad():
-        logits32, _ = model.float()(torch.tensor(idx), attention_mask=mask_t)
+        logits32, _ = model.float()(torch.tensor(idx), attention_mask=mask_t, causal=causal)
     assert logits32.dtype == torch.float32
     assert_close(logits32, logits_ref, "forward_float32", "logits (float32)")
 
@@ -62,14 +71,14 @@ def test_gpt_matches_twin(case):
 @given(case=gpt_cases(max_layer=1, max_block=3))
 def test_gpt_backward_finite_differences(case):
     """gpt_loss's gradients against central differences of the loss itself, for every parameter."""
-    config, idx, targets, mask, seed = case
+    config, idx, targets, mask, causal, seed = case
     config = GPTConfig(**{**config.to_dict(), "vocab_size": min(config.vocab_size, 5), "mlp_ratio": 1})
     idx, targets = idx % config.vocab_size, np.where(targets < 0, -1, targets % config.vocab_size)
     p = random_params(GPT(config), seed)  # a tied matrix is one array under both names
-    _, _, dp = ref.gpt_loss(idx, targets, p, config, mask)
+    _, _, dp = ref.gpt_loss(idx, targets, p, config, mask, causal)
     # perturbing the tied array moves both of its uses, so the numbers see the sum of both gradients
     own = {k: v for k, v in p.items() if not (config.tie_weights and k == "lm_head.weight")}
-    numeric = central_differences(lambda: ref.gpt_loss(idx, targets, p, config, mask)[0], own)
+    numeric = central_differences(lambda: ref.gpt_loss(idx, targets, p, config, mask, causal)[0], own)
     for name in own:
         assert_close(dp[name], numeric[name], "finite_difference", f"d {name}")
 

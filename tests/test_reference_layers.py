@@ -18,12 +18,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import (
+    ACTIVATIONS,
+    attention_cases,
+    central_differences,
+    examples,
+    random_params,
+    seeds,
+    torch_grads,
+)
+from tolerances import assert_close
 
 from minilm import layers
 from minilm import reference as ref
-from strategies import (ACTIVATIONS, attention_cases, central_differences, examples, random_params, seeds,
-                        torch_grads)
-from tolerances import assert_close
 
 
 def check_twin(module, x, torch_call, twin_forward, twin_backward, seed, what):
@@ -193,26 +200,27 @@ def test_mlp_matches_torch(B, T, C, ratio, activation, fused, bias, seed):
 # ---------------------------------------------------------------------------------------------
 
 @examples(30)
-@given(case=attention_cases(), impl=st.sampled_from(["fast", "readable"]), seed=seeds)
-def test_attention_matches_torch(case, impl, seed):
+@given(case=attention_cases(), impl=st.sampled_from(["fast", "readable"]), causal=st.booleans(), seed=seeds)
+def test_attention_matches_torch(case, impl, causal, seed):
+    """Causal (GPT) and bidirectional (BERT) attention, on both kernel paths, against the twin."""
     mask_t = as_mask(case.mask)
     check_twin(
-        layers.CausalSelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl=impl),
+        layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl=impl),
         randn(seed, case.B, case.T, case.C),
-        lambda m, xt: m(xt, torch.arange(case.T), mask_t),
-        lambda x, p: ref.attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask),
-        ref.attention_backward, seed, f"attention({impl})")
+        lambda m, xt: m(xt, torch.arange(case.T), mask_t, causal=causal),
+        lambda x, p: ref.attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask, causal=causal),
+        ref.attention_backward, seed, f"attention({impl}, causal={causal})")
 
 
 @examples(30)
-@given(case=attention_cases(), seed=seeds)
-def test_readable_and_fast_attention_agree(case, seed):
-    """The same weights through both paths, with and without a padding mask, float64 and float32:
-    outputs and all gradients agree."""
+@given(case=attention_cases(), causal=st.booleans(), seed=seeds)
+def test_readable_and_fast_attention_agree(case, causal, seed):
+    """The same weights through both paths, with and without a padding mask, causal or not,
+    float64 and float32: outputs and all gradients agree."""
     mask_t = as_mask(case.mask)
     x = randn(seed, case.B, case.T, case.C)
-    readable = layers.CausalSelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl="readable")
-    fast = layers.CausalSelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl="fast")
+    readable = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl="readable")
+    fast = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl="fast")
     for dtype, kind in [(torch.float64, "fast_path_float64"), (torch.float32, "fast_path_float32")]:
         readable, fast = readable.to(dtype), fast.to(dtype)
         fast.load_state_dict(readable.state_dict())
@@ -220,26 +228,27 @@ def test_readable_and_fast_attention_agree(case, seed):
         for module in (readable, fast):
             module.zero_grad()
             xt = torch.tensor(x, dtype=dtype, requires_grad=True)
-            y = module(xt, torch.arange(case.T), mask_t)
+            y = module(xt, torch.arange(case.T), mask_t, causal=causal)
             y.pow(2).sum().backward()
             outputs.append(y)
             grads.append([xt.grad] + [p.grad for p in module.parameters()])
         assert_close(outputs[1], outputs[0], kind, f"fast vs readable ({dtype})")
-        for g_fast, g_readable in zip(grads[1], grads[0]):
+        for g_fast, g_readable in zip(grads[1], grads[0], strict=True):
             assert_close(g_fast, g_readable, kind, f"fast vs readable gradient ({dtype})")
 
 
 @examples(15)
 @given(case=attention_cases(), activation=st.sampled_from(ACTIVATIONS),
-       impl=st.sampled_from(["fast", "readable"]), seed=seeds)
-def test_block_matches_torch(case, activation, impl, seed):
+       impl=st.sampled_from(["fast", "readable"]), causal=st.booleans(), seed=seeds)
+def test_block_matches_torch(case, activation, impl, causal, seed):
     mask_t = as_mask(case.mask)
     check_twin(
         layers.Block(case.C, case.nh, 2 * case.C, activation, bias=case.bias, rope=case.rope, attn_impl=impl),
         randn(seed, case.B, case.T, case.C),
-        lambda m, xt: m(xt, torch.arange(case.T), mask_t),
-        lambda x, p: ref.block_forward(x, p, case.nh, case.rope, attention_mask=case.mask, activation=activation),
-        ref.block_backward, seed, f"Block({impl}, {activation})")
+        lambda m, xt: m(xt, torch.arange(case.T), mask_t, causal=causal),
+        lambda x, p: ref.block_forward(x, p, case.nh, case.rope, attention_mask=case.mask, activation=activation,
+                                       causal=causal),
+        ref.block_backward, seed, f"Block({impl}, {activation}, causal={causal})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,14 +278,14 @@ def test_cross_entropy_matches_torch(B, T, V, seed):
 # ---------------------------------------------------------------------------------------------
 
 @examples(10)
-@given(case=attention_cases(max_T=3, max_hs=4, max_B=2), seed=seeds)
-def test_attention_backward_finite_differences(case, seed):
-    module = layers.CausalSelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope).double()
+@given(case=attention_cases(max_T=3, max_hs=4, max_B=2), causal=st.booleans(), seed=seeds)
+def test_attention_backward_finite_differences(case, causal, seed):
+    module = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope).double()
     p = {k: v.copy() for k, v in random_params(module, seed).items()}
     check_finite_differences(
         randn(seed, case.B, case.T, case.C), p,
-        lambda x, p: ref.attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask),
-        ref.attention_backward, seed, "attention")
+        lambda x, p: ref.attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask, causal=causal),
+        ref.attention_backward, seed, f"attention (causal={causal})")
 
 
 @examples(8)

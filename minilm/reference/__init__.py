@@ -20,18 +20,38 @@ All twins model eval mode (no dropout). This package imports only NumPy and the 
     loss.py        softmax cross-entropy with ignore_index = -1
     params.py      parameter dicts, params_from_torch / params_to_torch
 """
-from minilm.reference.attention import (allowed_keys, attention_backward, attention_core_backward,
-                                        attention_core_forward, attention_forward, softmax)
+from minilm.reference.attention import (
+                                        allowed_keys,
+                                        attention_backward,
+                                        attention_core_backward,
+                                        attention_core_forward,
+                                        attention_forward,
+                                        softmax,
+)
 from minilm.reference.block import block_backward, block_forward
-from minilm.reference.embedding import (embedding_backward, embedding_forward, learned_position_backward,
-                                        learned_position_forward, sinusoidal_table)
+from minilm.reference.embedding import (
+                                        embedding_backward,
+                                        embedding_forward,
+                                        learned_position_backward,
+                                        learned_position_forward,
+                                        sinusoidal_table,
+)
 from minilm.reference.gpt import gpt_backward, gpt_forward, gpt_loss
 from minilm.reference.kv_cache import gpt_step
 from minilm.reference.layernorm import layernorm_backward, layernorm_forward
 from minilm.reference.linear import linear_backward, linear_forward
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
-from minilm.reference.mlp import (ACTIVATIONS, gelu_backward, gelu_forward, gelu_tanh_backward,
-                                  gelu_tanh_forward, mlp_backward, mlp_forward, relu_backward, relu_forward)
+from minilm.reference.mlp import (
+                                        ACTIVATIONS,
+                                        gelu_backward,
+                                        gelu_forward,
+                                        gelu_tanh_backward,
+                                        gelu_tanh_forward,
+                                        mlp_backward,
+                                        mlp_forward,
+                                        relu_backward,
+                                        relu_forward,
+)
 from minilm.reference.params import params_from_torch, params_to_torch, sub, with_prefix
 from minilm.reference.rope import rope_backward, rope_cos_sin, rope_forward
 

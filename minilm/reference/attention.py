@@ -1,4 +1,4 @@
-"""NumPy twin of `minilm.layers.CausalSelfAttention` (the readable path), forward and backward.
+"""NumPy twin of `minilm.layers.SelfAttention` (the readable path), forward and backward.
 
 Forward, with nh heads of size hs = C / nh:
 
@@ -6,14 +6,15 @@ Forward, with nh heads of size hs = C / nh:
     q, k, v -> (B, nh, T, hs)                             one slice of hs channels per head
     (RoPE: rotate q and k by their position)
     S = q k^T / sqrt(hs)                                  (B, nh, T, T) scores
-    S[not allowed] = -inf                                 causal + padding mask
+    S[not allowed] = -inf                                 causal (or not) + padding mask
     A = softmax(S) over the keys                          each row sums to 1
     y = A v -> (B, T, C)  (heads concatenated)
     out = y W_proj^T + b_proj
 
 Which keys a query may see (`allowed_keys`, the same rule as the PyTorch layer): query t sees
-key s <= t; with a padding mask (B, T), 1 = real token, padded keys are hidden too, except that
-a query always sees itself, so no row of A is empty.
+key s <= t (causal=True, GPT) or every key (causal=False, BERT); with a padding mask (B, T),
+1 = real token, padded keys are hidden too, except that a query always sees itself, so no row of
+A is empty.
 
 Backward of the attention core, given dy = dL/d(A v):
 
@@ -38,8 +39,8 @@ from minilm.reference.rope import rope_backward, rope_cos_sin, rope_forward
 def allowed_keys(T: int, attention_mask: np.ndarray | None = None, causal: bool = True) -> np.ndarray:
     """(T, T) or (B, 1, T, T) booleans, True = query (row) may attend to key (column).
 
-    causal=False drops the causal part (used to state permutation equivariance; the model is
-    always causal).
+    causal=False drops the causal part: every query sees every key (BERT's bidirectional
+    attention, `GPT.forward(..., causal=False)`); padding still hides padded keys.
     """
     allowed = np.tril(np.ones((T, T), dtype=bool)) if causal else np.ones((T, T), dtype=bool)  # (T, T)
     if attention_mask is None:
@@ -79,7 +80,7 @@ def attention_core_backward(dy, cache):
 def attention_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
                       pos: np.ndarray | None = None, attention_mask: np.ndarray | None = None,
                       causal: bool = True) -> tuple[np.ndarray, tuple]:
-    """x (B, T, C); p keyed like CausalSelfAttention.state_dict(); pos (T,) defaults to 0..T-1."""
+    """x (B, T, C); p keyed like SelfAttention.state_dict(); pos (T,) defaults to 0..T-1."""
     B, T, C = x.shape
     hs = C // n_head
     qkv, c_attn_cache = linear_forward(x, sub(p, "c_attn"))  # (B, T, 3C)

@@ -24,10 +24,11 @@ from minilm.reference.params import sub, with_prefix
 
 def block_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
                   pos: np.ndarray | None = None, attention_mask: np.ndarray | None = None,
-                  activation: str = "gelu_tanh", eps: float = 1e-5) -> tuple[np.ndarray, tuple]:
-    """x (B, T, C) -> (B, T, C)."""
+                  activation: str = "gelu_tanh", eps: float = 1e-5,
+                  causal: bool = True) -> tuple[np.ndarray, tuple]:
+    """x (B, T, C) -> (B, T, C); causal=False: bidirectional attention (BERT)."""
     h, ln_1 = layernorm_forward(x, sub(p, "ln_1"), eps)  # (B, T, C)
-    a, attn = attention_forward(h, sub(p, "attn"), n_head, rope, pos, attention_mask)  # (B, T, C)
+    a, attn = attention_forward(h, sub(p, "attn"), n_head, rope, pos, attention_mask, causal)  # (B, T, C)
     x = x + a  # (B, T, C)
     h, ln_2 = layernorm_forward(x, sub(p, "ln_2"), eps)  # (B, T, C)
     m, mlp = mlp_forward(h, sub(p, "mlp"), activation)  # (B, T, C)

@@ -27,8 +27,13 @@ from types import SimpleNamespace
 import numpy as np
 
 from minilm.reference.block import block_backward, block_forward
-from minilm.reference.embedding import (embedding_backward, embedding_forward, learned_position_backward,
-                                        learned_position_forward, sinusoidal_table)
+from minilm.reference.embedding import (
+    embedding_backward,
+    embedding_forward,
+    learned_position_backward,
+    learned_position_forward,
+    sinusoidal_table,
+)
 from minilm.reference.layernorm import layernorm_backward, layernorm_forward
 from minilm.reference.linear import linear_backward, linear_forward
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
@@ -39,8 +44,10 @@ def _config(config):
     return SimpleNamespace(**config) if isinstance(config, dict) else config
 
 
-def gpt_forward(idx: np.ndarray, p: dict, config, attention_mask: np.ndarray | None = None):
-    """idx (B, T) token ids; p keyed like GPT.state_dict() -> (logits (B, T, V), cache)."""
+def gpt_forward(idx: np.ndarray, p: dict, config, attention_mask: np.ndarray | None = None,
+                causal: bool = True):
+    """idx (B, T) token ids; p keyed like GPT.state_dict() -> (logits (B, T, V), cache).
+    causal=False: bidirectional attention (BERT), as GPT.forward(..., causal=False)."""
     c = _config(config)
     idx = np.asarray(idx)  # (B, T)
     B, T = idx.shape
@@ -61,7 +68,7 @@ def gpt_forward(idx: np.ndarray, p: dict, config, attention_mask: np.ndarray | N
     for i in range(c.n_layer):
         x, cache = block_forward(x, sub(p, f"h.{i}"), c.n_head, rope=c.pos_emb == "rope", pos=pos,
                                  attention_mask=attention_mask, activation=c.activation,
-                                 eps=c.layer_norm_eps)  # (B, T, C)
+                                 eps=c.layer_norm_eps, causal=causal)  # (B, T, C)
         block_caches.append(cache)
     x, ln_f_cache = layernorm_forward(x, sub(p, "ln_f"), c.layer_norm_eps)  # (B, T, C)
     head = {"weight": p["wte.weight"] if c.tie_weights else p["lm_head.weight"]}  # (V, C)
@@ -94,12 +101,12 @@ def gpt_backward(dlogits: np.ndarray, cache: tuple) -> tuple[None, dict]:
 
 
 def gpt_loss(idx: np.ndarray, targets: np.ndarray, p: dict, config,
-             attention_mask: np.ndarray | None = None) -> tuple[float, np.ndarray, dict]:
+             attention_mask: np.ndarray | None = None, causal: bool = True) -> tuple[float, np.ndarray, dict]:
     """One training step's math: forward, mean cross-entropy, and the gradient of every parameter.
 
     Returns (loss, logits (B, T, V), dp keyed like GPT.state_dict()).
     """
-    logits, cache = gpt_forward(idx, p, config, attention_mask)  # (B, T, V)
+    logits, cache = gpt_forward(idx, p, config, attention_mask, causal)  # (B, T, V)
     loss, loss_cache = cross_entropy_forward(logits, np.asarray(targets))  # scalar, targets (B, T)
     dlogits, _ = cross_entropy_backward(1.0, loss_cache)  # (B, T, V)
     _, dp = gpt_backward(dlogits, cache)
