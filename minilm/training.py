@@ -336,7 +336,7 @@ class InterruptFlag:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.raised = False
+        self.raised = ""  # the name of the signal received ("SIGINT", "SIGTERM"), "" before one
         self.previous = {}
 
     def __enter__(self):
@@ -347,7 +347,7 @@ class InterruptFlag:
     def handle(self, signum, frame):
         if self.raised:
             raise KeyboardInterrupt
-        self.raised = True
+        self.raised = signal.Signals(signum).name
 
     def __exit__(self, *exc):
         for signum, handler in self.previous.items():
@@ -374,7 +374,8 @@ class TrainResult:
     step_seconds: list  # wall time of every optimizer step in this process
     checkpoint_path: os.PathLike | None
     run_id: str = ""
-    stop_reason: str = ""  # why it stopped early: "signal", "stop_at_step" or "stdout closed"
+    stop_reason: str = ""  # why it stopped early: "SIGINT", "SIGTERM", "signal" (another rank's),
+    #                        "stop_at_step" or "stdout closed"
 
     @property
     def final(self) -> dict:
@@ -663,7 +664,7 @@ def evaluate_and_checkpoint(run: Run) -> None:
 def should_stop(run: Run, interrupt: InterruptFlag) -> str:
     """Why to stop before the next step ("" = go on): a signal, a closed stdout, or stop_at_step.
     Under DDP every rank must stop at the same step, or the collectives hang: the ranks vote."""
-    reason = "signal" if interrupt.raised else "stdout closed" if run.stdout_closed else ""
+    reason = interrupt.raised or ("stdout closed" if run.stdout_closed else "")
     if run.ddp.world_size > 1:
         vote = torch.tensor([float(bool(reason))], device=run.device)
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
