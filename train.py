@@ -24,7 +24,6 @@ import threading
 from minilm.cli import OneLineErrorParser, UserError, flag
 from minilm.outputs import exit_quietly_on_broken_pipe
 from minilm.presets import DEFAULT_PRESET, MODEL_FLAGS, PRESETS, model_arg_flag
-from minilm.training import TrainConfig
 
 # The flag of each TrainConfig field is flag(name) (batch_size -> --batch-size), except these.
 FLAG_NAMES = {"out_dir": "--out", "progress": "--no-progress", "model_args": "--model-arg"}
@@ -105,6 +104,8 @@ def model_setting_type(name: str):
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Every default is SUPPRESSed, so the namespace holds only the flags actually given;
     each help text states its default once."""
+    from minilm.training import TrainConfig  # imports torch: after the signal handlers are in place
+
     defaults = TrainConfig()
     preset_fields = {key for settings in PRESETS.values() for key in settings}
     parser = OneLineErrorParser(prog="train.py", description=__doc__.split("\n\n")[0],
@@ -165,7 +166,7 @@ def parse_model_args(items: list[str]) -> dict:
     parsed = {}
     for key, text in parse_key_values(items, "--model-arg", str).items():
         kind = model_setting_type(key)
-        name = model_arg_flag(key)
+        name = f"--model-arg {key}"  # the flag the user gave, even for a setting that has its own
         if kind is bool:
             if text.strip().lower() not in BOOLEAN_WORDS:
                 raise UserError(f"{name}: expected true/false/1/0/yes/no, got {text!r}")
@@ -180,8 +181,10 @@ def parse_model_args(items: list[str]) -> dict:
     return parsed
 
 
-def config_from_args(given: dict) -> TrainConfig:
+def config_from_args(given: dict):
     """The TrainConfig the flags describe: preset (or the resumed run's settings) + explicit flags."""
+    from minilm.training import TrainConfig
+
     overrides = {}
     for f in dataclasses.fields(TrainConfig):
         if f.name in given and f.name not in ("mix", "model_args", "progress"):
@@ -224,7 +227,7 @@ def eval_only(given: dict) -> int:
 
         torch.set_num_threads(given["threads"])
     score = evaluate_checkpoint if given.get("ckpt") else evaluate_hf
-    result, info = score(given.get("ckpt") or given["hf"], given.get("data", TrainConfig.data),
+    result, info = score(given.get("ckpt") or given["hf"], given.get("data", "shakespeare"),
                          device=given.get("device", "auto"), split=given.get("split", "val"),
                          max_windows=given.get("eval_windows"), batch_size=given.get("eval_batch_size", 32))
     print(f"{info['data']} ({info['split']}, {info['windows']} windows of {info['block_size']} tokens, "
@@ -242,9 +245,21 @@ EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143, "signal": 130, "stop_at_step": 130
 @exit_quietly_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt) if in_main_thread else None
+    try:  # SIGTERM before the training loop (and a second one during a save) acts as Ctrl-C does
+        return run(argv)
+    except KeyboardInterrupt:
+        print("train.py: interrupted; the files in --out are as the last finished save left them "
+              "(never half-written)", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(argv: list[str]) -> int:
     given = vars(build_parser().parse_args(argv))
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # before training: like Ctrl-C
     try:
         if given.get("eval_only"):
             return eval_only(given)
@@ -255,10 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("train.py: interrupted; the files in --out are as the last finished save left them "
-              "(never half-written)", file=sys.stderr)
-        return 130
     if result.interrupted:
         return EXIT_STATUS.get(result.stop_reason, 130)
     final = result.final

@@ -158,6 +158,16 @@ def temp_name_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
+def _mode_for(path: Path) -> int:
+    """The permission bits of the file being replaced, else those a plain open() would give."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]) -> Path:
     """Write a file atomically: `write_fn(handle)` fills a temporary file in the same folder
     (binary mode), which is flushed to disk and renamed over `path`.
@@ -171,6 +181,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]
                                          delete=False)
     writer = _RecordingWriter(handle)
     try:
+        os.chmod(handle.name, _mode_for(path))  # temp files are private (0600); the output should not be
         with handle:
             write_fn(writer)
             handle.flush()

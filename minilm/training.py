@@ -733,8 +733,11 @@ def optimizer_step(run: Run) -> None:
 
 def diverged(run: Run, loss: float) -> TrainingDiverged:
     """The one line for a loss that became NaN or infinite: where, the last finite loss, what is kept."""
+    if run.last_finite_loss is None and run.history:  # no step loss read yet: the last evaluation's
+        record = run.history[-1]
+        run.last_finite_loss = (record["step"], record["train_loss"] or record["val_loss"])
     last = (f"last finite loss {run.last_finite_loss[1]:.4f} at step {run.last_finite_loss[0]}"
-            if run.last_finite_loss else "no finite loss read before")
+            if run.last_finite_loss else "no finite loss before")
     kept = (f"{run.folder.checkpoint_path} keeps the last finite checkpoint (step {run.saved_step})"
             if run.folder is not None and run.saved_step is not None else "no checkpoint was saved")
     return TrainingDiverged(f"training diverged: the loss became {loss} by step {run.step} ({last}); {kept}; "

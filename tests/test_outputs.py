@@ -261,3 +261,17 @@ def test_the_wrapper_passes_through_other_results():
     assert exit_quietly_on_broken_pipe(lambda: 5)() == 5
     with pytest.raises(ValueError):
         exit_quietly_on_broken_pipe(lambda: int("x"))()
+
+
+def test_an_atomic_write_keeps_the_permissions_of_the_file_it_replaces_or_gives_the_usual_ones(tmp_path):
+    old = tmp_path / "shared.txt"
+    old.write_text("x")
+    old.chmod(0o640)
+    atomic_write_text(old, "y")
+    assert old.stat().st_mode & 0o777 == 0o640
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "z")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not the 0600 of a temporary file
