@@ -183,16 +183,27 @@ def test_ctrl_c_before_the_training_loop_is_one_line_and_writes_nothing(tmp_path
     assert not (out / "ckpt.pt").exists()
 
 
-def save_that_fails_on_call(monkeypatch, number: int, failure: BaseException):
-    """torch.save, but its `number`-th call writes half a checkpoint and then raises `failure`."""
+def save_that_fills_the_disk_on_call(monkeypatch, number: int):
+    """torch.save, but in its `number`-th call the disk fills up after 1,000 bytes (torch.save wraps
+    the OSError of its writer in a RuntimeError, as with a real full disk)."""
     real_save, calls = torch.save, []
+
+    class FillingHandle:
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(data)
+
+        def flush(self):
+            self.handle.flush()
 
     def save(obj, handle, *args, **kwargs):
         calls.append(1)
-        if len(calls) == number:
-            handle.write(b"PK\x03\x04 half a checkpoint")
-            raise failure
-        return real_save(obj, handle, *args, **kwargs)
+        return real_save(obj, FillingHandle(handle) if len(calls) == number else handle, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
 
@@ -200,7 +211,7 @@ def save_that_fails_on_call(monkeypatch, number: int, failure: BaseException):
 def test_a_full_disk_while_checkpointing_is_one_line_and_the_last_checkpoint_stays_loadable(tmp_path, capsys,
                                                                                               monkeypatch):
     out = tmp_path / "run"
-    save_that_fails_on_call(monkeypatch, 3, OSError(errno.ENOSPC, "No space left on device"))  # ckpt at step 3
+    save_that_fills_the_disk_on_call(monkeypatch, 3)  # ckpt.pt at step 3
     status, _, err = run_cli(QUICK + ["--out", str(out)], capsys)
     assert status == 2 and one_line(err) and "ckpt.pt: the disk is full" in err
     monkeypatch.undo()
@@ -226,10 +237,27 @@ def test_a_full_disk_while_writing_the_log_is_one_line_too(tmp_path, capsys, mon
 
 
 def test_a_second_ctrl_c_during_a_save_exits_quietly_without_a_half_written_file(tmp_path, capsys, monkeypatch):
+    from minilm.data import BatchSampler
+
+    real_next_step, real_save, saves = BatchSampler.next_step, torch.save, []
+
+    def next_step(self, grad_accum=1):
+        if self.steps_drawn == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: save at the end of this step
+        return real_next_step(self, grad_accum)
+
+    def save(obj, handle, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 3:  # the save after the first Ctrl-C (step 0 wrote ckpt.pt and best.pt)
+            handle.write(b"PK\x03\x04 half a checkpoint")
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, mid-write
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(BatchSampler, "next_step", next_step)
+    monkeypatch.setattr(torch, "save", save)
     out = tmp_path / "run"
-    save_that_fails_on_call(monkeypatch, 3, KeyboardInterrupt())
     status, _, err = run_cli(QUICK + ["--out", str(out)], capsys)
-    assert status == 130 and one_line(err) and "interrupted" in err
+    assert status == 130 and one_line(err) and "interrupted" in err and len(saves) == 3
     monkeypatch.undo()
     assert read_checkpoint(out / "ckpt.pt")["step"] == 0 and temp_files(out) == []
 
@@ -257,6 +285,8 @@ def test_the_log_has_one_record_per_eval_step_after_repeated_interruptions(tmp_p
         # a run killed after logging an evaluation but before its checkpoint leaves one record too many
         log = Path(out) / "log.jsonl"
         log.write_text(log.read_text() + json.dumps({**read_log(out)[-1], "step": stop + 1}) + "\n")
+        train(tiny_config(out_dir=out, resume=True, stop_at_step=stop))  # resumes and stops at once
+        assert [r["step"] for r in read_log(out)] == [s for s in (0, 4, 8) if s <= stop]
     train(tiny_config(out_dir=out, resume=True))
     assert [r["step"] for r in read_log(out)] == [0, 4, 8, 12]
 
