@@ -43,7 +43,7 @@ OUTPUT_NAMES = (CHECKPOINT_NAME, BEST_NAME, LOG_NAME)
 class RunFolder:
     """Where a run writes; `writes` is False on the processes of a multi-process run other than the main one."""
 
-    def __init__(self, path: Path, run_id: str, writes: bool, lock: RunLock | None, created: bool = False):
+    def __init__(self, path: Path, run_id: str | None, writes: bool, lock: RunLock | None, created: bool = False):
         self.path, self.run_id, self.writes, self.lock = path, run_id, writes, lock
         self.created = created  # this run made the folder: a run that fails before writing removes it
 
@@ -65,7 +65,8 @@ class RunFolder:
             lock = RunLock(path, "--out").acquire()
         try:
             checkpoint = read_checkpoint(checkpoint_path) if resume else None
-            run_id = (checkpoint.get("run_id") if checkpoint else None) or new_run_id()
+            # A checkpoint of a minilm without run ids keeps None, which its files (also without) match.
+            run_id = checkpoint.get("run_id") if checkpoint is not None else new_run_id()
             if is_main:
                 remove_stale_temp_files(path, list(OUTPUT_NAMES))
                 foreign = _foreign_files(path, checkpoint)

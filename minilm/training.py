@@ -373,7 +373,7 @@ class TrainResult:
     interrupted: bool  # stopped early (Ctrl-C, SIGTERM, stop_at_step, stdout closed), checkpoint saved
     step_seconds: list  # wall time of every optimizer step in this process
     checkpoint_path: os.PathLike | None
-    run_id: str = ""
+    run_id: str | None = ""  # None for a resumed run saved before run ids existed
     stop_reason: str = ""  # why it stopped early: "SIGINT", "SIGTERM", "signal" (another rank's),
     #                        "stop_at_step" or "stdout closed"
 
@@ -396,7 +396,7 @@ class Run:
     device: torch.device
     ddp: Distributed
     folder: RunFolder | None
-    run_id: str
+    run_id: str | None
     tokenizer: object
     sampler: BatchSampler
     eval_sets: list

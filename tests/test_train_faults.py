@@ -291,6 +291,22 @@ def test_the_log_has_one_record_per_eval_step_after_repeated_interruptions(tmp_p
     assert [r["step"] for r in read_log(out)] == [0, 4, 8, 12]
 
 
+def test_a_run_saved_before_run_ids_existed_resumes_again_and_again(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(out_dir=str(out), stop_at_step=5))
+    for name in ("ckpt.pt", "best.pt"):  # as an older minilm wrote them: no run id anywhere
+        checkpoint = read_checkpoint(out / name)
+        del checkpoint["run_id"]
+        for record in checkpoint["history"]:
+            del record["run_id"]
+        torch.save(checkpoint, out / name)
+    (out / "log.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "run_id"}) + "\n"
+                                           for r in read_log(out)))
+    train(tiny_config(out_dir=str(out), resume=True, stop_at_step=9))
+    assert train(tiny_config(out_dir=str(out), resume=True)).step == 12
+    assert [r["step"] for r in read_log(out)] == [0, 4, 8, 12]
+
+
 # --- --resume keeps its meaning -------------------------------------------------------------------------
 
 
