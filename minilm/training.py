@@ -302,6 +302,14 @@ def load_start_model(init_from: str):
     return model, tokenizer
 
 
+def model_kind_of(model: torch.nn.Module, default: str) -> str:
+    """The `--model` name of a model object ("gpt", "lstm"), from minilm.MODELS."""
+    for kind, (model_class, _) in model_registry().items():
+        if isinstance(model, model_class):
+            return kind
+    return default
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over the model's parameter groups; the fused kernel where the backend has one."""
     groups = model.param_groups(config.weight_decay)
@@ -475,11 +483,15 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
     try:
         resumed_with = {}
         if checkpoint is not None:
+            if config.init_from:  # the model came from --init-from: its kind and settings are the checkpoint's
+                config = dataclasses.replace(config, model=checkpoint["model_kind"], model_args={})
             resumed_with = check_resume_matches(config, checkpoint, str(folder.checkpoint_path))
             if tokenizer is None:  # the run's own tokenizer: a moved tokenizer file does not matter
                 tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
         elif model is None and config.init_from:
             model, tokenizer = load_start_model(config.init_from)
+            # the run is of the loaded model's kind, with its settings (kept in every checkpoint)
+            config = dataclasses.replace(config, model=model_kind_of(model, config.model), model_args={})
         if tokenizer is None:
             tokenizer = load_tokenizer(config.tokenizer)
 

@@ -437,6 +437,15 @@ def test_init_from_a_checkpoint_starts_from_its_weights_with_a_fresh_optimizer(t
         train(tiny_config(init_from=str(tmp_path / "absent.pt")))
 
 
+def test_a_run_initialised_from_another_kind_of_model_saves_that_kind_and_resumes(tmp_path):
+    lstm = dict(model="lstm", model_args=dict(n_layer=1, n_embd=16, n_hidden=16))
+    train(tiny_config(out_dir=str(tmp_path / "lstm"), steps=2, **lstm))
+    settings = dict(init_from=str(tmp_path / "lstm" / "ckpt.pt"), out_dir=str(tmp_path / "b"), steps=8)
+    first = train(tiny_config(stop_at_step=5, **settings))  # a GPT config: the loaded model decides
+    assert first.config.model == "lstm" and read_checkpoint(tmp_path / "b" / "ckpt.pt")["model_kind"] == "lstm"
+    assert train(tiny_config(resume=True, **settings)).step == 8
+
+
 def fake_hf_module(model):
     module = types.ModuleType("minilm.hf")
     module.calls = []
