@@ -6,6 +6,7 @@ issue that listed them. Runs are tiny (a 1-layer, 16-wide GPT) and mostly in thi
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import signal
@@ -262,16 +263,35 @@ def test_a_second_ctrl_c_during_a_save_exits_quietly_without_a_half_written_file
     assert read_checkpoint(out / "ckpt.pt")["step"] == 0 and temp_files(out) == []
 
 
-def test_output_piped_into_a_reader_that_leaves_ends_quietly_and_keeps_the_run(tmp_path):
+class PipeClosedAfterOneLine:
+    """A stdout whose reader leaves after the first line, as `| head -1` does."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        if "\n" in self.text:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        self.text += text
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        raise io.UnsupportedOperation("not a real file")
+
+
+def test_output_piped_into_a_reader_that_leaves_ends_quietly_and_keeps_the_run(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *TINY_FLAGS, "--steps", "100000",
-                                "--eval-interval", "2", "--out", str(out)],
-                               env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout.readline().startswith(b"step      0")
-    process.stdout.close()  # as `| head -1` does
-    stderr = process.stderr.read().decode()
-    assert process.wait(timeout=60) == 0 and stderr == ""
-    assert read_checkpoint(out / "ckpt.pt")["step"] > 0  # it saved and stopped, as after Ctrl-C
+    pipe = PipeClosedAfterOneLine()
+    monkeypatch.setattr(sys, "stdout", pipe)
+    status, _, err = run_cli(TINY_FLAGS + ["--steps", "100", "--eval-interval", "2", "--out", str(out)], capsys)
+    assert status == 0 and err == "" and pipe.text.startswith("step      0")
+    assert read_checkpoint(out / "ckpt.pt")["step"] == 2  # it saved and stopped, as after Ctrl-C
+    monkeypatch.setattr(sys, "stdout", PipeClosedAfterOneLine())
+    result = train(tiny_config(steps=100, eval_interval=2, verbose=True))  # every rank stops at the same step
+    assert (result.stop_reason, result.step) == ("stdout closed", 2)
 
 
 # --- the log: one record per evaluated step after any interruptions -----------------------------------
