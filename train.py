@@ -21,12 +21,10 @@ import signal
 import sys
 import threading
 
-from minilm.cli import OneLineErrorParser, UserError, flag
+from minilm.cli import OneLineErrorParser, UserError
 from minilm.outputs import exit_quietly_on_broken_pipe
 from minilm.presets import DEFAULT_PRESET, MODEL_FLAGS, PRESETS, model_arg_flag
 
-# The flag of each TrainConfig field is flag(name) (batch_size -> --batch-size), except these.
-FLAG_NAMES = {"out_dir": "--out", "progress": "--no-progress", "model_args": "--model-arg"}
 # Fields that are set from Python only (train.py has no flag for them).
 NO_FLAG = ("verbose", "stop_at_step", "distributed")
 # Help text of every field with a flag, by section. A test checks that every field is here or in NO_FLAG.
@@ -71,10 +69,6 @@ METAVARS = {"mix": "NAME=SHARE", "model_args": "KEY=VALUE", "eval_extra": "CORPU
 CLI_DEFAULTS = {"out_dir": "runs/default", "preset": DEFAULT_PRESET}  # where train.py's default differs
 
 
-def field_flag(name: str) -> str:
-    return FLAG_NAMES.get(name, flag(name))
-
-
 def number(kind):
     """An argparse type with a one-line message: --lr fast -> 'expected a number, got 'fast''."""
     def parse(text):
@@ -104,7 +98,7 @@ def model_setting_type(name: str):
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Every default is SUPPRESSed, so the namespace holds only the flags actually given;
     each help text states its default once."""
-    from minilm.training import TrainConfig  # imports torch: after the signal handlers are in place
+    from minilm.training import TrainConfig, config_flag  # imports torch: after the signal handlers are set
 
     defaults = TrainConfig()
     preset_fields = {key for settings in PRESETS.values() for key in settings}
@@ -125,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                 kwargs["choices"] = CHOICES.get(name)
                 shown = "from --preset" if name in preset_fields else repr(default) if default != "" else "none"
                 text += f" (default: {shown})"
-            group.add_argument(field_flag(name), dest=name, help=text, **kwargs)
+            group.add_argument(config_flag(name), dest=name, help=text, **kwargs)
         if section == "what to train":
             for name, text in MODEL_FLAGS.items():
                 kind = model_setting_type(name)

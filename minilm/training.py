@@ -115,7 +115,7 @@ class TrainConfig:
     stop_at_step: int = 0  # stop early (saving a checkpoint, as Ctrl-C does) at this step; 0 = never
 
     def __post_init__(self):
-        validate_config(self, CONFIG_RULES, name_of=flag)
+        validate_config(self, CONFIG_RULES, name_of=config_flag)
         for name in ("beta1", "beta2"):
             if getattr(self, name) < 0:
                 raise UserError(f"{flag(name)}: expected a number in [0, 1), got {getattr(self, name)!r}")
@@ -153,6 +153,12 @@ class TrainConfig:
         model_args.update(overrides.pop("model_args", {}))
         settings.update(overrides)
         return cls(**{"preset": preset, **settings}, model_args=model_args)
+
+
+def config_flag(field_name: str) -> str:
+    """The train.py flag of a TrainConfig field: flag(name) (batch_size -> --batch-size), but for these."""
+    return {"out_dir": "--out", "progress": "--no-progress", "model_args": "--model-arg"}.get(field_name,
+                                                                                           flag(field_name))
 
 
 # The rules of minilm.cli.validate_config for each plain field.

@@ -498,3 +498,5 @@ def test_train_config_fields_are_validated_by_the_shared_helper():
         TrainConfig(compile="yes")
     with pytest.raises(UserError, match="--seed: expected an integer >= 0"):
         TrainConfig(seed=1.5)
+    with pytest.raises(UserError, match="^--out: expected a string"):  # named as train.py spells it
+        TrainConfig(out_dir=None)
