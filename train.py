@@ -3,208 +3,269 @@
     python train.py                                   # small GPT on Shakespeare, a few CPU minutes
     python train.py --data shakespeare --model gpt --preset cpu-tiny --steps 2000 --out runs/shakespeare
     python train.py --out runs/shakespeare --resume   # continue an interrupted run
+    python train.py --init-from runs/shakespeare/ckpt.pt --data bible --out runs/bible   # fine-tune
     python train.py --eval-only --ckpt runs/shakespeare/ckpt.pt --data bible
     torchrun --nproc_per_node=2 train.py ...          # data-parallel (gloo on CPU, nccl on CUDA)
 
 A preset sets the sizes; any flag given explicitly overrides it. With --resume the run's saved
-settings are used and explicit flags (e.g. a larger --steps) override them. User errors print
-one line and exit with status 2.
+settings are used; flags that only steer the rest of the run (e.g. a larger --steps) may change,
+flags that define it (data, tokenizer, sizes, seed, batch) may not. User errors print one line
+and exit with status 2; docs/README_train.md lists what each failure says.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import math
+import signal
 import sys
+import threading
 
-from minilm.data import UserError
-from minilm.training import PRESETS, TrainConfig
+from minilm.cli import OneLineErrorParser, UserError
+from minilm.outputs import exit_quietly_on_broken_pipe
+from minilm.presets import DEFAULT_PRESET, MODEL_FLAGS, PRESETS, model_arg_flag
 
-# Model settings that get their own flag; any other config field goes through --model-arg.
-MODEL_FLAGS = {
-    "n_layer": (int, "number of layers (GPT blocks or stacked LSTM layers)"),
-    "n_head": (int, "GPT attention heads"),
-    "n_embd": (int, "embedding width"),
-    "n_hidden": (int, "LSTM hidden size"),
-    "dropout": (float, "dropout probability"),
-    "pos_emb": (str, "GPT position scheme: learned | sinusoidal | rope | none"),
-    "cell": (str, "LSTM cell: lstm | rnn"),
+# Fields that are set from Python only (train.py has no flag for them).
+NO_FLAG = ("verbose", "stop_at_step", "distributed")
+# Help text of every field with a flag, by section. A test checks that every field is here or in NO_FLAG.
+HELP: dict[str, dict[str, str]] = {
+    "what to train": {
+        "preset": "named sizes: " + ", ".join(PRESETS),
+        "data": "bundled corpus name (shakespeare, wikitext, bible, stories, poetry_zh, legal) or a text file",
+        "mix": "also train on another corpus for a share of the batch rows, NAME_OR_PATH=SHARE (repeatable), "
+               "e.g. --mix bible=0.1",
+        "eval_extra": "also report validation bits/byte on this corpus (repeatable)",
+        "tokenizer": "'bytes' (vocab 256) or a path to a BPE tokenizer.json",
+        "model": "model family",
+        "model_args": "any other model config field, KEY=VALUE (repeatable), e.g. --model-arg bias=false",
+        "init_from": "start from these weights (fresh optimizer): a minilm checkpoint, or hf:NAME_OR_DIR for a "
+                     "Hugging Face model; the model and tokenizer come from it",
+    },
+    "optimisation": {
+        "block_size": "context length T in tokens", "batch_size": "rows per micro-batch per process",
+        "grad_accum": "micro-batches per optimizer step", "steps": "optimizer steps",
+        "lr": "peak learning rate", "min_lr": "final learning rate (at most --lr)",
+        "warmup_steps": "linear warmup steps", "lr_decay_steps": "cosine ends here (0 = at --steps)",
+        "weight_decay": "AdamW weight decay (matrices only)", "beta1": "AdamW beta1", "beta2": "AdamW beta2",
+        "grad_clip": "max gradient norm (0 = off)",
+        "eval_interval": "evaluate and checkpoint every N steps",
+        "eval_windows": "max number of fixed validation windows",
+        "eval_batch_size": "windows per evaluation batch", "seed": "random seed",
+    },
+    "the run": {
+        "out_dir": "output folder for ckpt.pt, best.pt, log.jsonl ('' = write nothing)",
+        "resume": "continue the run in --out from its ckpt.pt",
+        "overwrite": "allow replacing files in --out that another run made",
+        "device": "auto picks cuda, then mps, then cpu", "dtype": "auto = bf16 autocast on CUDA, float32 elsewhere",
+        "compile": "torch.compile the model", "threads": "CPU threads for PyTorch (0 = one per core)",
+        "cache_dir": "folder for cached token arrays ('auto' = .cache/tokens in the repository, '' = none)",
+        "log_interval": "read the loss for the progress bar every N steps (0 = 1 on CPU, 10 on a GPU)",
+        "progress": "no tqdm progress bar",
+    },
 }
+CHOICES = {"model": ("gpt", "lstm"), "dtype": ("auto", "float32", "bfloat16")}
+METAVARS = {"mix": "NAME=SHARE", "model_args": "KEY=VALUE", "eval_extra": "CORPUS", "init_from": "SPEC",
+            "out_dir": "DIR", "data": "CORPUS", "tokenizer": "SPEC", "cache_dir": "DIR"}
+CLI_DEFAULTS = {"out_dir": "runs/default", "preset": DEFAULT_PRESET}  # where train.py's default differs
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (not the whole usage) and exits with status 2."""
+def number(kind):
+    """An argparse type with a one-line message: --lr fast -> 'expected a number, got 'fast''."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+def model_setting_type(name: str):
+    """int, float or str: the type of a model setting's default in the config class that has it."""
+    from minilm.checkpoint import model_registry
+
+    for _, config_class in model_registry().values():
+        for f in dataclasses.fields(config_class):
+            if f.name == name and f.default is not dataclasses.MISSING:
+                return type(f.default)
+    return str
 
 
-def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
-    """The parser. With suppress_defaults, the namespace holds only the flags actually given."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser. Every default is SUPPRESSed, so the namespace holds only the flags actually given;
+    each help text states its default once."""
+    from minilm.training import TrainConfig, config_flag  # imports torch: after the signal handlers are set
+
     defaults = TrainConfig()
-    parser = OneLineErrorParser(
-        prog="train.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        argument_default=argparse.SUPPRESS if suppress_defaults else None)
-
-    def add(name, help, **kwargs):
-        if suppress_defaults:
-            kwargs.pop("default", None)
-        parser.add_argument(name, help=help, **kwargs)
-
-    def number(kind):
-        def parse(text):
-            try:
-                return kind(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                                 f"got {text!r}") from None
-        parse.__name__ = kind.__name__
-        return parse
-
-    what = parser.add_argument_group("what to train")
-    add("--preset", "named sizes: " + ", ".join(PRESETS), default="cpu-tiny")
-    add("--data", "bundled corpus name (shakespeare, wikitext, bible, stories, poetry_zh, legal) or a text file",
-        default=defaults.data)
-    add("--mix", "also train on another corpus for a share of the batch rows, NAME_OR_PATH=SHARE "
-        "(repeatable), e.g. --mix bible=0.1", action="append", default=[])
-    add("--eval-extra", "also report validation bits/byte on this corpus (repeatable)", action="append",
-        default=[])
-    add("--tokenizer", "'bytes' (vocab 256) or a path to a BPE tokenizer.json", default=defaults.tokenizer)
-    add("--model", "model family", choices=["gpt", "lstm"], default=defaults.model)
-    for name, (kind, text) in MODEL_FLAGS.items():
-        add("--" + name.replace("_", "-"), text + " (default: from --preset)",
-            type=number(kind) if kind is not str else str, default=None)
-    add("--model-arg", "any other model config field, KEY=VALUE (repeatable), e.g. --model-arg bias=false",
-        action="append", default=[])
-
-    optim = parser.add_argument_group("optimisation (defaults: from --preset, else these)")
-    for name, text in [("block_size", "context length T in tokens"), ("batch_size", "rows per micro-batch per process"),
-                       ("grad_accum", "micro-batches per optimizer step"), ("steps", "optimizer steps"),
-                       ("warmup_steps", "linear warmup steps"), ("lr_decay_steps", "cosine ends here (0 = at --steps)"),
-                       ("eval_interval", "evaluate and checkpoint every N steps"),
-                       ("eval_windows", "max number of fixed validation windows"),
-                       ("eval_batch_size", "windows per evaluation batch"), ("seed", "random seed"),
-                       ("threads", "CPU threads for PyTorch (0 = one per core)"),
-                       ("log_interval", "read the loss for the progress bar every N steps (0 = 1 on CPU, 10 on a GPU)")]:
-        add(flag_of(name), text, type=number(int), default=getattr(defaults, name))
-    for name, text in [("lr", "peak learning rate"), ("min_lr", "final learning rate"),
-                       ("weight_decay", "AdamW weight decay (matrices only)"), ("beta1", "AdamW beta1"),
-                       ("beta2", "AdamW beta2"), ("grad_clip", "max gradient norm (0 = off)")]:
-        add(flag_of(name), text, type=number(float), default=getattr(defaults, name))
-
-    run = parser.add_argument_group("the run")
-    add("--out", "output folder for ckpt.pt, best.pt, log.jsonl ('' = write nothing)", default="runs/default")
-    add("--resume", "continue from OUT/ckpt.pt", action="store_true", default=False)
-    add("--overwrite", "start afresh even if OUT already holds a checkpoint", action="store_true", default=False)
-    add("--device", "auto picks cuda, then mps, then cpu", default=defaults.device)
-    add("--dtype", "auto = bf16 autocast on CUDA, float32 elsewhere", choices=["auto", "float32", "bfloat16"],
-        default=defaults.dtype)
-    add("--compile", "torch.compile the model", action="store_true", default=False)
-    add("--no-progress", "no tqdm progress bar", action="store_true", default=False)
-
-    score = parser.add_argument_group("scoring a checkpoint")
-    add("--eval-only", "print the bits per byte of --ckpt on --data, then exit", action="store_true", default=False)
-    add("--ckpt", "checkpoint to score with --eval-only", default=None)
-    add("--split", "which part of --data to score: val (last 10%%), train, or all", choices=["val", "train", "all"],
-        default="val")
+    preset_fields = {key for settings in PRESETS.values() for key in settings}
+    parser = OneLineErrorParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                                argument_default=argparse.SUPPRESS)
+    for section, helps in HELP.items():
+        group = parser.add_argument_group(section)
+        for name, text in helps.items():
+            default = CLI_DEFAULTS.get(name, getattr(defaults, name))
+            kwargs = {} if isinstance(default, bool) or name == "progress" or name in CHOICES else {
+                "metavar": METAVARS.get(name, name.upper())}
+            if name == "progress" or isinstance(default, bool):
+                kwargs["action"] = "store_true"
+            elif name in ("mix", "eval_extra", "model_args"):
+                kwargs["action"] = "append"
+            else:
+                kwargs["type"] = number(type(default)) if type(default) in (int, float) else str
+                kwargs["choices"] = CHOICES.get(name)
+                shown = "from --preset" if name in preset_fields else repr(default) if default != "" else "none"
+                text += f" (default: {shown})"
+            group.add_argument(config_flag(name), dest=name, help=text, **kwargs)
+        if section == "what to train":
+            for name, text in MODEL_FLAGS.items():
+                kind = model_setting_type(name)
+                group.add_argument(model_arg_flag(name), dest="model_flag_" + name, metavar=name.upper(),
+                                   type=number(kind) if kind in (int, float) else str,
+                                   help=text + " (default: from --preset)")
+    score = parser.add_argument_group("scoring a model")
+    score.add_argument("--eval-only", action="store_true", help="print the bits per byte of --ckpt (or --hf) "
+                       "on --data, then exit")
+    score.add_argument("--ckpt", metavar="PATH", help="checkpoint to score with --eval-only")
+    score.add_argument("--hf", metavar="NAME_OR_DIR",
+                       help="Hugging Face model name or folder to score with --eval-only")
+    score.add_argument("--split", choices=["val", "train", "all"],
+                       help="which part of --data to score: val (last 10%%), train, or all (default: 'val')")
     return parser
 
 
-def flag_of(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
-
-
-def parse_key_values(items: list[str], flag: str, value_type) -> dict:
+def parse_key_values(items: list[str], flag_name: str, value_type) -> dict:
     """["a=1", "b=x"] -> {"a": value_type("1"), ...}, with a one-line error on a malformed item."""
     parsed = {}
     for item in items:
         key, sep, value = item.rpartition("=")
         if not sep or not key:
-            raise UserError(f"{flag}: expected KEY=VALUE, got {item!r}")
+            raise UserError(f"{flag_name}: expected KEY=VALUE, got {item!r}")
         try:
             parsed[key] = value_type(value)
         except ValueError:
-            raise UserError(f"{flag}: the value in {item!r} is not valid") from None
+            raise UserError(f"{flag_name}: the value in {item!r} is not valid") from None
     return parsed
 
 
-def json_or_text(value: str):
-    """--model-arg values: JSON when they parse (3, 0.1, true), else the text itself."""
-    try:
-        return json.loads(value.lower() if value.lower() in ("true", "false") else value)
-    except json.JSONDecodeError:
-        return value
+BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def config_from_args(args: argparse.Namespace, given: set[str]) -> TrainConfig:
+def parse_model_args(items: list[str]) -> dict:
+    """--model-arg KEY=VALUE items, each parsed as the type of KEY's default: booleans accept only
+    true/false/1/0/yes/no, numbers must be finite."""
+    parsed = {}
+    for key, text in parse_key_values(items, "--model-arg", str).items():
+        kind = model_setting_type(key)
+        name = f"--model-arg {key}"  # the flag the user gave, even for a setting that has its own
+        if kind is bool:
+            if text.strip().lower() not in BOOLEAN_WORDS:
+                raise UserError(f"{name}: expected true/false/1/0/yes/no, got {text!r}")
+            parsed[key] = BOOLEAN_WORDS[text.strip().lower()]
+        elif kind in (int, float):
+            try:
+                parsed[key] = number(kind)(text)
+            except argparse.ArgumentTypeError as error:
+                raise UserError(f"{name}: {error}") from None
+        else:
+            parsed[key] = text
+    return parsed
+
+
+def config_from_args(given: dict):
     """The TrainConfig the flags describe: preset (or the resumed run's settings) + explicit flags."""
+    from minilm.training import TrainConfig
+
     overrides = {}
-    simple = ["data", "tokenizer", "model", "block_size", "batch_size", "grad_accum", "steps", "warmup_steps",
-              "lr_decay_steps", "eval_interval", "eval_windows", "eval_batch_size", "seed", "threads",
-              "log_interval", "lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "device", "dtype"]
-    for name in simple:
-        if name in given:
-            overrides[name] = getattr(args, name)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in given and f.name not in ("mix", "model_args", "progress"):
+            overrides[f.name] = given[f.name]
     if "mix" in given:
-        overrides["mix"] = parse_key_values(args.mix, "--mix", float)
-    if "eval_extra" in given:
-        overrides["eval_extra"] = list(args.eval_extra)
-    model_args = {name: getattr(args, name) for name in MODEL_FLAGS if name in given}
-    model_args.update(parse_key_values(args.model_arg, "--model-arg", json_or_text))
-    run = dict(out_dir=args.out, resume=args.resume, overwrite=args.overwrite, compile=args.compile,
-               progress=not args.no_progress)
+        overrides["mix"] = parse_key_values(given["mix"], "--mix", float)
+    if "progress" in given:
+        overrides["progress"] = False  # the flag is --no-progress
+    model_args = {name: given["model_flag_" + name] for name in MODEL_FLAGS if "model_flag_" + name in given}
+    model_args.update(parse_model_args(given.get("model_args", [])))
+    overrides.setdefault("out_dir", CLI_DEFAULTS["out_dir"])
 
-    if args.resume:
-        from minilm.checkpoint import read_checkpoint
-
-        if not args.out:
-            raise UserError("--resume: needs --out, the folder of the run to continue")
+    if given.get("resume"):
         from pathlib import Path
 
-        path = Path(args.out) / "ckpt.pt"
+        from minilm.checkpoint import read_checkpoint
+
+        if not overrides["out_dir"]:
+            raise UserError("--resume: needs --out, the folder of the run to continue")
+        path = Path(overrides["out_dir"]) / "ckpt.pt"
         if not path.is_file():
             raise UserError(f"--resume: no checkpoint to resume at {str(path)!r}; run once without --resume first")
         saved = dict(read_checkpoint(path).get("train_config") or {})
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        saved = {k: v for k, v in saved.items() if k in known}  # fields of an older minilm are dropped
         saved.update(overrides)
         saved["model_args"] = {**saved.get("model_args", {}), **model_args}
-        saved.update(run)
+        saved.update(resume=True, overwrite=overrides.get("overwrite", False))
         return TrainConfig.from_dict(saved)
-    return TrainConfig.from_preset(args.preset, **overrides, model_args=model_args, **run)
+    return TrainConfig.from_preset(overrides.pop("preset", DEFAULT_PRESET), **overrides, model_args=model_args)
 
 
-def eval_only(args: argparse.Namespace, given: set[str]) -> int:
-    from minilm.training import evaluate_checkpoint
+def eval_only(given: dict) -> int:
+    from minilm.training import evaluate_checkpoint, evaluate_hf
 
-    if not args.ckpt:
-        raise UserError("--eval-only: needs --ckpt PATH, the checkpoint to score")
-    if args.threads:
+    if bool(given.get("ckpt")) == bool(given.get("hf")):
+        raise UserError("--eval-only: needs --ckpt PATH (a minilm checkpoint) or --hf NAME_OR_DIR, one of them")
+    if given.get("threads"):
         import torch
 
-        torch.set_num_threads(args.threads)
-    result, info = evaluate_checkpoint(args.ckpt, args.data, device=args.device, split=args.split,
-                                       max_windows=args.eval_windows if "eval_windows" in given else None,
-                                       batch_size=args.eval_batch_size)
+        torch.set_num_threads(given["threads"])
+    score = evaluate_checkpoint if given.get("ckpt") else evaluate_hf
+    result, info = score(given.get("ckpt") or given["hf"], given.get("data", "shakespeare"),
+                         device=given.get("device", "auto"), split=given.get("split", "val"),
+                         max_windows=given.get("eval_windows"), batch_size=given.get("eval_batch_size", 32))
     print(f"{info['data']} ({info['split']}, {info['windows']} windows of {info['block_size']} tokens, "
           f"{result.num_bytes:,} bytes): loss {result.loss:.4f} nats/token, {result.bits_per_byte:.4f} bits per byte")
     return 0
 
 
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143, "signal": 130, "stop_at_step": 130, "stdout closed": 0}
+
+
+@exit_quietly_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt) if in_main_thread else None
+    try:  # SIGTERM before the training loop (and a second one during a save) acts as Ctrl-C does
+        return run(argv)
+    except KeyboardInterrupt:
+        print("train.py: interrupted; the files in --out are as the last finished save left them "
+              "(never half-written)", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(argv: list[str]) -> int:
+    given = vars(build_parser().parse_args(argv))
     try:
-        if args.eval_only:
-            return eval_only(args, given)
+        if given.get("eval_only"):
+            return eval_only(given)
         from minilm.training import train
 
-        config = config_from_args(args, given)
+        config = config_from_args(given)
         result = train(config)
     except UserError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     if result.interrupted:
-        return 130
+        return EXIT_STATUS.get(result.stop_reason, 130)
     final = result.final
     if final and config.verbose:
         where = f"; checkpoint in {config.out_dir}/ckpt.pt" if config.out_dir else ""

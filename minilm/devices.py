@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from minilm.data import UserError
+from minilm.cli import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

@@ -3,10 +3,12 @@
 Call it from Python (`train(TrainConfig(...))`, e.g. many small runs in one process) or from
 the command line (`train.py`, a thin argparse front-end). Read top to bottom:
 
-1. TrainConfig and the named presets;
+1. TrainConfig (its presets are in minilm/presets.py);
 2. the learning-rate schedule;
-3. the pieces a run is built from (devices and DDP, corpora, model, optimizer);
-4. `train()` itself: the loop, evaluation, checkpoints, Ctrl-C, resume;
+3. the pieces a run is built from (devices and DDP, model, optimizer, eval sets, signals);
+4. `train()` and its named steps: `prepare` (the output folder, the data), `build` (model,
+   optimizer, resume), then the loop of `evaluate_and_checkpoint`, `should_stop` and
+   `optimizer_step`;
 5. `evaluate_checkpoint()` for `--eval-only`.
 
 Determinism: on the CPU, the same config gives bit-identical runs, and a run that is stopped
@@ -14,30 +16,50 @@ and resumed from its checkpoint continues exactly as if it had not stopped, beca
 checkpoint holds the weights, the AdamW moments, the step, the batch sampler's generator and
 every RNG state. Under DDP, every rank draws the whole global batch from the same generator
 and keeps its slice, so N processes see the same rows as one process with N times the batch.
+
+What is written (`--out`) is kept safe by minilm/run_folder.py: one run per folder, nothing the
+run did not make is replaced, every write atomic.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from minilm.checkpoint import (CheckpointError, capture_rng_state, check_compatible, config_from_checkpoint,
-                               load_weights, model_registry, read_checkpoint, restore_rng_state,
-                               save_checkpoint, unwrap_model)
-from minilm.data import (DEFAULT_CACHE_DIR, BatchSampler, UserError, load_corpus, load_tokenizer,
-                         validation_windows)
+from minilm.checkpoint import (
+    capture_rng_state,
+    check_compatible,
+    config_from_checkpoint,
+    load_weights,
+    model_registry,
+    restore_rng_state,
+    unwrap_model,
+)
+from minilm.cli import UserError, flag, validate_config
+from minilm.data import (
+    DEFAULT_CACHE_DIR,
+    BatchSampler,
+    load_corpus,
+    load_tokenizer,
+    tokenizer_from_json,
+    validation_windows,
+)
 from minilm.devices import pick_device
 from minilm.metrics import EvalResult, count_target_bytes, evaluate
+from minilm.outputs import new_run_id
+from minilm.presets import PRESETS, model_arg_flag
+from minilm.run_folder import BEST_NAME, CHECKPOINT_NAME, RunFolder
+
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "train", "evaluate_checkpoint", "learning_rate"]
 
 # ----------------------------------------------------------------------------------------------
 # 1. Configuration
@@ -58,6 +80,8 @@ class TrainConfig:
     model: str = "gpt"  # "gpt" | "lstm"
     model_args: dict = field(default_factory=dict)  # GPTConfig / LSTMConfig fields (n_layer, ...)
     block_size: int = 64  # T: context length of the training windows
+    init_from: str = ""  # start from these weights: a minilm checkpoint, or hf:NAME_OR_DIR; "" = fresh
+    preset: str = ""  # the preset the sizes came from ("" = none); a resumed run keeps it
     # optimisation
     batch_size: int = 12  # B: rows per micro-batch per process
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -80,9 +104,10 @@ class TrainConfig:
     dtype: str = "auto"  # auto = bf16 autocast on CUDA, float32 elsewhere; or "float32" / "bfloat16"
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads; 0 = leave PyTorch's choice (one per core)
+    distributed: bool = True  # join the torchrun process group when WORLD_SIZE > 1
     out_dir: str = ""  # where ckpt.pt, best.pt and log.jsonl go; "" = write nothing
     resume: bool = False  # continue from out_dir/ckpt.pt
-    overwrite: bool = False  # allow a fresh run to replace an existing out_dir/ckpt.pt
+    overwrite: bool = False  # allow a fresh run to replace the files of another run in out_dir
     cache_dir: str = "auto"  # token-array cache folder; "auto" = <repo>/.cache/tokens, "" = in memory
     log_interval: int = 0  # read the loss (waiting for a GPU) every this many steps; 0 = 1 on CPU, 10 on a GPU
     progress: bool = True  # tqdm progress bar
@@ -90,32 +115,20 @@ class TrainConfig:
     stop_at_step: int = 0  # stop early (saving a checkpoint, as Ctrl-C does) at this step; 0 = never
 
     def __post_init__(self):
-        positive_ints = ("block_size", "batch_size", "grad_accum", "steps", "eval_interval", "eval_windows",
-                         "eval_batch_size")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{flag(name)}: expected a positive integer, got {value!r}")
-        for name in ("warmup_steps", "lr_decay_steps", "threads", "stop_at_step", "log_interval"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UserError(f"{flag(name)}: expected an integer >= 0, got {value!r}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise UserError(f"{flag(name)}: expected a finite number >= 0, got {value!r}")
-        if self.lr <= 0:
-            raise UserError(f"--lr: expected a learning rate > 0, got {self.lr!r}")
+        validate_config(self, CONFIG_RULES, name_of=config_flag)
         for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise UserError(f"{flag(name)}: expected a number in [0, 1), got {value!r}")
-        if self.model not in ("gpt", "lstm"):
-            raise UserError(f"--model: unknown model {self.model!r}; expected gpt or lstm")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise UserError(f"--dtype: unknown dtype {self.dtype!r}; expected auto, float32 or bfloat16")
+            if getattr(self, name) < 0:
+                raise UserError(f"{flag(name)}: expected a number in [0, 1), got {getattr(self, name)!r}")
+        if self.min_lr > self.lr:
+            raise UserError(f"--min-lr: {self.min_lr!r} is above --lr {self.lr!r}; the schedule decays from "
+                            "--lr down to --min-lr")
+        if not isinstance(self.model_args, dict) or not isinstance(self.eval_extra, list):
+            raise UserError("--model-arg / --eval-extra: expected a dict of model settings and a list of corpora")
+        if not isinstance(self.mix, dict):
+            raise UserError(f"--mix: expected corpus -> share, got {self.mix!r}")
         for name, weight in self.mix.items():
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or not 0.0 < weight < 1.0:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or not 0.0 < weight < 1.0:
                 raise UserError(f"--mix: the share of {name!r} must be a number in (0, 1), got {weight!r}")
         if sum(self.mix.values()) >= 1.0:
             raise UserError(f"--mix: shares {dict(self.mix)} add up to >= 1; the main --data corpus needs some")
@@ -124,15 +137,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"TrainConfig: unknown field(s) {unknown}")
-        return cls(**d)
+    def from_dict(cls, d: dict) -> TrainConfig:
+        from minilm.cli import config_from_dict
+
+        return config_from_dict(cls, d)
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
+    def from_preset(cls, preset: str, **overrides) -> TrainConfig:
         """A preset's settings, then `overrides` (model_args are merged, not replaced)."""
         if preset not in PRESETS:
             raise UserError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
@@ -141,48 +152,32 @@ class TrainConfig:
         model_args = dict(PRESETS[preset].get("model_args", {}).get(model, {}))
         model_args.update(overrides.pop("model_args", {}))
         settings.update(overrides)
-        return cls(**settings, model_args=model_args)
+        return cls(**{"preset": preset, **settings}, model_args=model_args)
 
 
-def flag(field_name: str) -> str:
-    """The command-line flag of a TrainConfig field: batch_size -> --batch-size."""
-    return "--" + field_name.replace("_", "-")
+def config_flag(field_name: str) -> str:
+    """The train.py flag of a TrainConfig field: flag(name) (batch_size -> --batch-size), but for these."""
+    return {"out_dir": "--out", "progress": "--no-progress", "model_args": "--model-arg"}.get(field_name,
+                                                                                           flag(field_name))
 
 
-# Named sizes. `model_args` has one entry per model kind; explicit flags override everything.
-PRESETS: dict[str, dict] = {
-    # The default: a 0.8M-parameter GPT that learns Shakespeare's look in ~2.5 minutes on 2 CPU cores
-    # (2 min 39 s in `make demo` on the project's VM).
-    # lr 3e-3 and exact GELU: see nanogpt-cpu below.
-    "cpu-tiny": dict(block_size=64, batch_size=12, steps=2000, lr=3e-3, min_lr=3e-4, warmup_steps=100,
-                     eval_interval=250, eval_windows=256,
-                     model_args={"gpt": dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0, activation="gelu"),
-                                 "lstm": dict(n_layer=2, n_embd=128, n_hidden=256, dropout=0.0)}),
-    # nanoGPT's README CPU run, shape for shape (config/train_shakespeare_char.py with
-    # --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000
-    # --lr_decay_iters=2000 --dropout=0.0 --eval_iters=20): for the speed and loss comparison.
-    # Same shapes, no biases and exact (erf) GELU as nanoGPT's model.py (on this CPU the tanh form
-    # of GPT-2 costs ~2x as much forward + backward, bench/micro.py), but a learning rate of 3e-3
-    # instead of nanoGPT's 1e-3 (tuned for its bigger GPU model): with tanh GELU, val loss at step 2000 was
-    # 1.898 / 1.836 / 1.797 at lr 1e-3 / 2e-3 / 3e-3 (seed 1; seed 2: 1.900 at 1e-3, 1.835 at
-    # 2e-3), `train.py --preset nanogpt-cpu --lr LR --min-lr LR/10` on the project's 2-core VM.
-    "nanogpt-cpu": dict(block_size=64, batch_size=12, steps=2000, lr=3e-3, min_lr=3e-4, warmup_steps=100,
-                        lr_decay_steps=2000, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
-                        eval_interval=250, eval_windows=240,
-                        model_args={"gpt": dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False,
-                                                activation="gelu"),
-                                    "lstm": dict(n_layer=2, n_embd=128, n_hidden=256, dropout=0.0)}),
-    # nanoGPT's Shakespeare-char GPU model: ~10.7M parameters, block 256, batch 64.
-    "gpu-small": dict(block_size=256, batch_size=64, steps=5000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                      eval_interval=250, eval_windows=512, eval_batch_size=64,
-                      model_args={"gpt": dict(n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False, activation="gelu"),
-                                  "lstm": dict(n_layer=3, n_embd=384, n_hidden=768, dropout=0.2)}),
-    # Seconds, not minutes: for tests and CI.
-    "ci-tiny": dict(block_size=64, batch_size=16, steps=500, lr=4e-3, min_lr=4e-4, warmup_steps=20,
-                    eval_interval=100, eval_windows=64,
-                    model_args={"gpt": dict(n_layer=2, n_head=4, n_embd=64, dropout=0.0),
-                                "lstm": dict(n_layer=1, n_embd=32, n_hidden=64, dropout=0.0)}),
+# The rules of minilm.cli.validate_config for each plain field.
+CONFIG_RULES: dict[str, tuple] = {
+    "data": ("str",), "tokenizer": ("str",), "model": ("choice", ("gpt", "lstm")), "block_size": ("int", 1),
+    "init_from": ("str",), "preset": ("choice", ("", *PRESETS)),
+    "batch_size": ("int", 1), "grad_accum": ("int", 1), "steps": ("int", 1),
+    "lr": ("open_number", 0.0, None), "min_lr": ("number", 0.0, None), "warmup_steps": ("int", 0),
+    "lr_decay_steps": ("int", 0), "weight_decay": ("number", 0.0, None), "beta1": ("open_number", None, 1.0),
+    "beta2": ("open_number", None, 1.0), "grad_clip": ("number", 0.0, None),
+    "eval_interval": ("int", 1), "eval_windows": ("int", 1), "eval_batch_size": ("int", 1),
+    "seed": ("int", 0), "device": ("str",), "dtype": ("choice", ("auto", "float32", "bfloat16")),
+    "compile": ("bool",), "threads": ("int", 0), "distributed": ("bool",), "out_dir": ("str",),
+    "resume": ("bool",), "overwrite": ("bool",), "cache_dir": ("str",), "log_interval": ("int", 0),
+    "progress": ("bool",), "verbose": ("bool",), "stop_at_step": ("int", 0),
 }
+
+# Settings that define a run: a resumed run must keep them (the rest only steer it, and may change).
+RUN_DEFINING = ("data", "mix", "tokenizer", "preset", "seed", "model", "block_size", "batch_size", "grad_accum")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,15 +215,37 @@ class Distributed:
         return self.rank == 0
 
 
-def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+def _env_int(name: str, default: str | None = None) -> int:
+    text = os.environ.get(name, default)
+    if text is None:
+        raise UserError(f"environment: WORLD_SIZE={os.environ.get('WORLD_SIZE')} is set but {name} is not; "
+                        "a leftover of a torchrun launch? unset WORLD_SIZE, or launch with torchrun")
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"environment: {name}={text!r} is not an integer; a leftover torchrun variable? "
+                        f"unset {name}, or launch with torchrun") from None
+
+
+def setup_distributed(device: torch.device, join: bool = True) -> tuple[Distributed, torch.device]:
     """Join the process group that torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK.
 
-    gloo on the CPU, nccl on CUDA; each process uses the GPU of its local rank.
+    gloo on the CPU, nccl on CUDA; each process uses the GPU of its local rank. With join=False
+    (TrainConfig.distributed) the variables are ignored and the run is a single process.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if not join:
+        return Distributed(), device
+    world_size = _env_int("WORLD_SIZE", "1")
     if world_size <= 1:
         return Distributed(), device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", "0")
+    if not 0 <= rank < world_size:
+        raise UserError(f"environment: RANK={rank} is outside 0..WORLD_SIZE-1 = {world_size - 1}; "
+                        "launch with torchrun")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ and not dist.is_initialized():
+            raise UserError(f"environment: WORLD_SIZE={world_size} is set but {name} is not; a leftover of a "
+                            "torchrun launch? unset WORLD_SIZE, or launch with torchrun")
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -255,7 +272,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> torch.nn.Module:
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(config.model_args) - known)
     if unknown:
-        raise UserError(f"{flag(unknown[0])}: the {config.model} model has no such setting; it takes "
+        raise UserError(f"{model_arg_flag(unknown[0])}: the {config.model} model has no such setting; it takes "
                         f"{', '.join(sorted(known - {'vocab_size', 'block_size'}))}")
     args = dict(config.model_args)
     args["vocab_size"] = vocab_size
@@ -266,6 +283,37 @@ def build_model(config: TrainConfig, vocab_size: int) -> torch.nn.Module:
     except (ValueError, TypeError) as error:
         raise UserError(f"--model {config.model}: {error}") from None
     return model_class(model_config)
+
+
+def load_hf(name_or_dir: str, flag_name: str):
+    """(GPT model, tokenizer) of a Hugging Face model, through minilm.hf (imported only when asked for)."""
+    try:
+        from minilm.hf import from_hf
+    except ModuleNotFoundError as error:
+        if error.name == "minilm.hf":
+            raise UserError(f"{flag_name}: the Hugging Face interop module minilm.hf is not available in this "
+                            "minilm") from None
+        raise UserError(f"{flag_name}: Hugging Face models need the {error.name!r} package, which is not "
+                        "installed") from None
+    return from_hf(name_or_dir)
+
+
+def load_start_model(init_from: str):
+    """`--init-from`: (model, tokenizer) from a minilm checkpoint or, for hf:NAME_OR_DIR, Hugging Face."""
+    if init_from.startswith("hf:"):
+        return load_hf(init_from[len("hf:"):], "--init-from")
+    from minilm.checkpoint import load_model
+
+    model, tokenizer, _ = load_model(init_from, "cpu")
+    return model, tokenizer
+
+
+def model_kind_of(model: torch.nn.Module, default: str) -> str:
+    """The `--model` name of a model object ("gpt", "lstm"), from minilm.MODELS."""
+    for kind, (model_class, _) in model_registry().items():
+        if isinstance(model, model_class):
+            return kind
+    return default
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -295,26 +343,34 @@ def make_eval_set(corpus, tokenizer, block_size: int, max_windows: int) -> EvalS
 
 
 class InterruptFlag:
-    """Ctrl-C during training sets a flag; the loop saves a checkpoint at the end of the step and
-    stops. A second Ctrl-C interrupts at once (the handler restores the default on first use)."""
+    """Ctrl-C (SIGINT) or SIGTERM during training sets a flag; the loop saves a checkpoint at the
+    end of the step and stops. A second signal raises KeyboardInterrupt at once: an atomic write in
+    progress is abandoned (the previous file stays) and train.py says so in one line."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.raised = False
-        self.previous = None
+        self.raised = ""  # the name of the signal received ("SIGINT", "SIGTERM"), "" before one
+        self.previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self.handle)
+            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
         return self
 
     def handle(self, signum, frame):
-        self.raised = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = signal.Signals(signum).name
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
         return False
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -328,9 +384,12 @@ class TrainResult:
     train_losses: list  # (step, mean training loss of that step) every log_interval steps
     best_val_loss: float
     step: int  # optimizer steps done
-    interrupted: bool
-    step_seconds: list  # wall time of each training step of this process
-    checkpoint_path: Path | None
+    interrupted: bool  # stopped early (Ctrl-C, SIGTERM, stop_at_step, stdout closed), checkpoint saved
+    step_seconds: list  # wall time of every optimizer step in this process
+    checkpoint_path: os.PathLike | None
+    run_id: str | None = ""  # None for a resumed run saved before run ids existed
+    stop_reason: str = ""  # why it stopped early: "SIGINT", "SIGTERM", "signal" (another rank's),
+    #                        "stop_at_step" or "stdout closed"
 
     @property
     def final(self) -> dict:
@@ -338,58 +397,166 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. The loop
+# 4. The run: prepare, build, then the loop of evaluate-and-checkpoint, should-stop, one step
 # ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What the steps of a run share: the parts built by `prepare` and `build`, and the state that
+    the loop advances (all of it saved in a checkpoint, except the timing)."""
+
+    config: TrainConfig
+    device: torch.device
+    ddp: Distributed
+    folder: RunFolder | None
+    run_id: str | None
+    tokenizer: object
+    sampler: BatchSampler
+    eval_sets: list
+    raw_model: torch.nn.Module = None  # the bare model: what is evaluated and saved
+    model: torch.nn.Module = None  # what the forward pass runs through (compiled, DDP-wrapped)
+    optimizer: torch.optim.Optimizer = None
+    amp_dtype: torch.dtype | None = None
+    start_step: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    history: list = field(default_factory=list)
+    resumed_with: dict = field(default_factory=dict)  # steering settings changed on resume: [old, new]
+    loss_sum_since_eval: torch.Tensor | None = None  # () summed step losses since the last eval
+    steps_since_eval: int = 0
+    last_finite_loss: tuple | None = None  # (step, loss)
+    saved_step: int | None = None  # the step of the last checkpoint written
+    train_losses: list = field(default_factory=list)
+    step_seconds: list = field(default_factory=list)
+    tokens_per_sec: float | None = None
+    progress: object = None  # the tqdm bar, or None
+    stdout_closed: bool = False
+
+    @property
+    def tokens_per_step(self) -> int:
+        c = self.config
+        return c.batch_size * c.block_size * c.grad_accum * self.ddp.world_size
+
+    def say(self, line: str) -> None:
+        """Print a line (above the progress bar) from the main process; a closed stdout stops the run."""
+        if not (self.config.verbose and self.ddp.is_main) or self.stdout_closed:
+            return
+        try:
+            (self.progress.write if self.progress is not None else print)(line)
+        except BrokenPipeError:  # `train.py | head`: the reader left; save and stop at the next check
+            self.stdout_closed = True
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None) -> TrainResult:
     """Train per `config`; returns a TrainResult. Pass `model` (and its `tokenizer`) to continue
-    training an existing model, e.g. one from `minilm.checkpoint.load_model`, with a fresh optimizer.
+    training an existing model, e.g. one from `minilm.checkpoint.load_model`, with a fresh optimizer
+    (or set `config.init_from`).
     """
     device = pick_device(config.device)
-    ddp_info, device = setup_distributed(device)
+    ddp, device = setup_distributed(device, join=config.distributed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    elif ddp_info.world_size > 1 and device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ddp_info.world_size))))
+    elif ddp.world_size > 1 and device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // _env_int("LOCAL_WORLD_SIZE", str(ddp.world_size))))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    run = None
     try:
-        return _train(config, model, tokenizer, device, ddp_info)
+        run, model, checkpoint = prepare(config, model, tokenizer, device, ddp)
+        build(run, model, checkpoint)
+        del checkpoint
+        return loop(run)
     finally:
-        if ddp_info.started_here:
+        if run is not None and run.folder is not None:
+            run.folder.close()
+        if ddp.started_here:
             dist.destroy_process_group()
 
 
-def _train(config, model, tokenizer, device, ddp_info: Distributed) -> TrainResult:
-    is_main = ddp_info.is_main
-    out_dir = Path(config.out_dir) if config.out_dir else None
-    checkpoint_path = out_dir / "ckpt.pt" if out_dir else None
-    if config.resume and (checkpoint_path is None or not checkpoint_path.is_file()):
-        where = str(checkpoint_path) if checkpoint_path else "(no --out given)"
-        raise CheckpointError(f"--resume: no checkpoint to resume at {where}; run once without --resume first")
-    if checkpoint_path is not None and checkpoint_path.exists() and not (config.resume or config.overwrite):
-        raise UserError(f"--out: {str(out_dir)!r} already holds a checkpoint; pass --resume to continue it "
-                        "or --overwrite to start over")
+def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
+    """Checks and data: the output folder (checked and locked before anything is loaded), the
+    checkpoint to resume, the starting model and tokenizer, the batch sampler and the eval sets.
+    Returns (Run, starting model or None, checkpoint or None)."""
+    folder, checkpoint = None, None
+    if config.out_dir:
+        folder, checkpoint = RunFolder.open(config.out_dir, config.resume, config.overwrite, ddp.is_main)
+    elif config.resume:
+        raise UserError("--resume: needs --out, the folder of the run to continue")
+    try:
+        resumed_with = {}
+        if checkpoint is not None:
+            if config.init_from:  # the model came from --init-from: its kind and settings are the checkpoint's
+                config = dataclasses.replace(config, model=checkpoint["model_kind"], model_args={})
+            resumed_with = check_resume_matches(config, checkpoint, str(folder.checkpoint_path))
+            if tokenizer is None:  # the run's own tokenizer: a moved tokenizer file does not matter
+                tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
+        elif model is None and config.init_from:
+            model, tokenizer = load_start_model(config.init_from)
+            # the run is of the loaded model's kind, with its settings (kept in every checkpoint)
+            config = dataclasses.replace(config, model=model_kind_of(model, config.model), model_args={})
+        if tokenizer is None:
+            tokenizer = load_tokenizer(config.tokenizer)
 
-    # --- data ---------------------------------------------------------------------------------
-    if tokenizer is None:
-        tokenizer = load_tokenizer(config.tokenizer)
-    cache_dir = resolve_cache_dir(config.cache_dir)
-    main_corpus = load_corpus(config.data, tokenizer, cache_dir)
-    mixed = [load_corpus(spec, tokenizer, cache_dir) for spec in config.mix]
-    weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
-    sampler = BatchSampler([main_corpus.train] + [c.train for c in mixed], weights, config.block_size,
-                           config.batch_size, config.seed, names=[main_corpus.name] + [c.name for c in mixed],
-                           rank=ddp_info.rank, world_size=ddp_info.world_size)
-    extra = [load_corpus(spec, tokenizer, cache_dir) for spec in config.eval_extra]
-    eval_sets = [make_eval_set(c, tokenizer, config.block_size, config.eval_windows)
-                 for c in [main_corpus] + mixed + extra]
+        cache_dir = resolve_cache_dir(config.cache_dir)
+        main_corpus = load_corpus(config.data, tokenizer, cache_dir)
+        mixed = [load_corpus(spec, tokenizer, cache_dir) for spec in config.mix]
+        weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
+        sampler = BatchSampler([main_corpus.train] + [c.train for c in mixed], weights, config.block_size,
+                               config.batch_size, config.seed, names=[main_corpus.name] + [c.name for c in mixed],
+                               rank=ddp.rank, world_size=ddp.world_size)
+        extra = [load_corpus(spec, tokenizer, cache_dir) for spec in config.eval_extra]
+        eval_sets = [make_eval_set(c, tokenizer, config.block_size, config.eval_windows)
+                     for c in [main_corpus] + mixed + extra]
+    except BaseException:
+        if folder is not None:
+            folder.close()
+        raise
+    run = Run(config, device, ddp, folder, folder.run_id if folder else new_run_id(), tokenizer, sampler,
+              eval_sets, resumed_with=resumed_with)
+    return run, model, checkpoint
 
-    # --- model and optimizer ------------------------------------------------------------------
+
+def check_resume_matches(config: TrainConfig, checkpoint: dict, path: str) -> dict:
+    """Refuse a resume whose run-defining settings differ from the checkpoint's (one line naming the
+    flag and both values); return the steering settings that changed, {name: [old, new]}."""
+    saved = checkpoint.get("train_config") or {}
+
+    def refuse(name: str, theirs, ours, what: str = "different from the run being resumed"):
+        raise UserError(f"--resume: {name}: {what} ({theirs!r} in {path}, {ours!r} now); "
+                        "flags that define a run cannot change when it resumes")
+
+    if checkpoint["model_kind"] != config.model:
+        refuse("--model", checkpoint["model_kind"], config.model)
+    for name in RUN_DEFINING:
+        ours, theirs = getattr(config, name), saved.get(name, getattr(config, name))
+        if ours == theirs or (name == "preset" and not ours):
+            continue
+        if name == "tokenizer" and load_tokenizer(ours).to_json() == checkpoint["tokenizer"]:
+            continue  # the same tokenizer, from another path
+        refuse(flag(name), theirs, ours)
+    model_config = checkpoint["model_config"]
+    for key, value in config.model_args.items():
+        if key not in model_config:
+            raise UserError(f"{model_arg_flag(key)}: the {config.model} model has no such setting")
+        if model_config[key] != value:
+            refuse(model_arg_flag(key), model_config[key], value, "different model config")
+    unchanged = set(RUN_DEFINING) | {"model_args", "resume", "overwrite", "init_from"}
+    return {f.name: [saved[f.name], getattr(config, f.name)] for f in dataclasses.fields(config)
+            if f.name not in unchanged and f.name in saved and saved[f.name] != getattr(config, f.name)}
+
+
+def build(run: Run, model: torch.nn.Module | None, checkpoint: dict | None) -> None:
+    """Model, optimizer and, on resume, every state the checkpoint holds."""
+    config, ddp, tokenizer = run.config, run.ddp, run.tokenizer
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    if model is None:
+    if model is None and checkpoint is not None:
+        model_class, model_config = config_from_checkpoint(checkpoint, str(run.folder.checkpoint_path))
+        model = model_class(model_config)
+    elif model is None:
         model = build_model(config, tokenizer.vocab_size)
     elif getattr(model.config, "vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
         raise UserError(f"--tokenizer: vocabulary of {tokenizer.vocab_size} does not match the model's "
@@ -397,161 +564,202 @@ def _train(config, model, tokenizer, device, ddp_info: Distributed) -> TrainResu
     model_block_size = getattr(model.config, "block_size", None)
     if model_block_size is not None and config.block_size > model_block_size:
         raise UserError(f"--block-size: {config.block_size} is longer than the model's context {model_block_size}")
-    model.to(device)
+    model.to(run.device)
     model.train()
-    optimizer = make_optimizer(model, config, device)
-    torch.manual_seed(config.seed + ddp_info.rank)  # dropout masks differ between ranks
+    optimizer = make_optimizer(model, config, run.device)
+    torch.manual_seed(config.seed + ddp.rank)  # dropout masks differ between ranks
 
-    start_step, best_val_loss, history = 0, math.inf, []
-    if config.resume:
-        checkpoint = read_checkpoint(checkpoint_path)
-        check_compatible(checkpoint, config.model, model.config.to_dict(), tokenizer.to_json(), str(checkpoint_path))
-        load_weights(model, checkpoint["model"], str(checkpoint_path))
+    if checkpoint is not None:
+        path = str(run.folder.checkpoint_path)
+        check_compatible(checkpoint, config.model, model.config.to_dict(), tokenizer.to_json(), path)
+        load_weights(model, checkpoint["model"], path)
         optimizer.load_state_dict(checkpoint["optimizer"])
-        sampler.load_state_dict(checkpoint["data_state"])
+        run.sampler.load_state_dict(checkpoint["data_state"])
         restore_rng_state(checkpoint["rng"])
-        if ddp_info.rank:
-            torch.manual_seed(config.seed + 1000 * checkpoint["step"] + ddp_info.rank)
-        start_step = int(checkpoint["step"])
-        best_val_loss = float(checkpoint.get("best_val_loss", math.inf))
-        history = list(checkpoint.get("history", []))
-        del checkpoint
+        if ddp.rank:
+            torch.manual_seed(config.seed + 1000 * checkpoint["step"] + ddp.rank)
+        run.start_step = run.step = run.saved_step = int(checkpoint["step"])
+        run.best_val_loss = float(checkpoint.get("best_val_loss", math.inf))
+        run.history = list(checkpoint.get("history", []))
+        run.folder.write_log(run.history)  # drop records logged after this checkpoint was saved
 
-    raw_model = model
+    run.raw_model, run.optimizer = model, optimizer
     if config.compile:
         model = torch.compile(model)
-    if ddp_info.world_size > 1:
+    if ddp.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    amp_dtype = autocast_dtype(config, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    tokens_per_step = config.batch_size * config.block_size * config.grad_accum * ddp_info.world_size
-    # Reading the loss makes the CPU wait for the device; on a GPU every 10 steps lets it queue ahead.
-    log_interval = config.log_interval or (1 if device.type == "cpu" else 10)
+            model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    run.model = model
+    run.amp_dtype = autocast_dtype(config, run.device)
+    run.loss_sum_since_eval = torch.zeros((), device=run.device)
 
-    def make_checkpoint(step: int) -> dict:
-        return {
-            "model_kind": config.model, "model_config": raw_model.config.to_dict(),
-            "model": unwrap_model(raw_model).state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "data_state": sampler.state_dict(), "rng": capture_rng_state(),
-            "tokenizer": tokenizer.to_json(), "train_config": config.to_dict(),
-            "best_val_loss": best_val_loss, "history": history,
-        }
 
-    def run_evaluation(step: int, train_loss: float | None, tokens_per_sec: float | None) -> dict:
-        results: list[EvalResult] = [
-            evaluate(raw_model, s.windows, tokenizer, config.eval_batch_size, device, amp_dtype, s.num_bytes)
-            for s in eval_sets
-        ]
-        record = {"step": step, "train_loss": train_loss, "val_loss": results[0].loss,
-                  "val_bpb": results[0].bits_per_byte, "lr": learning_rate(min(step, config.steps - 1), config),
-                  "tokens_per_sec": tokens_per_sec, "tokens_seen": step * tokens_per_step,
-                  "time": round(time.time(), 3)}
-        if len(eval_sets) > 1:
-            record["val_bpb_by_corpus"] = {s.name: r.bits_per_byte for s, r in zip(eval_sets, results)}
-            record["val_loss_by_corpus"] = {s.name: r.loss for s, r in zip(eval_sets, results)}
-        return record
-
-    # --- the loop -----------------------------------------------------------------------------
-    if out_dir is not None and is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not config.resume:
-            (out_dir / "log.jsonl").unlink(missing_ok=True)  # a fresh run (--overwrite) starts a fresh log
-    progress = None
-    if config.progress and is_main:
+def loop(run: Run) -> TrainResult:
+    """Evaluate (and checkpoint) when due, stop when asked, else take one optimizer step."""
+    config = run.config
+    if config.progress and run.ddp.is_main:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=config.steps, initial=start_step, unit="step", dynamic_ncols=True)
-    say = (progress.write if progress is not None else print) if (config.verbose and is_main) else (lambda s: None)
+        run.progress = tqdm(total=config.steps, initial=run.start_step, unit="step", dynamic_ncols=True)
+    stop_reason = ""
+    try:
+        with InterruptFlag() as interrupt:
+            while True:
+                already_evaluated = bool(run.history) and run.history[-1]["step"] == run.step
+                if (run.step % config.eval_interval == 0 or run.step == config.steps) and not already_evaluated:
+                    evaluate_and_checkpoint(run)
+                if run.step >= config.steps:
+                    break
+                stop_reason = should_stop(run, interrupt)
+                if stop_reason:
+                    save_at_stop(run)
+                    break
+                optimizer_step(run)
+    finally:
+        if run.progress is not None:
+            run.progress.close()
+    return TrainResult(model=run.raw_model, tokenizer=run.tokenizer, config=config, history=run.history,
+                       train_losses=run.train_losses, best_val_loss=run.best_val_loss, step=run.step,
+                       interrupted=bool(stop_reason), step_seconds=run.step_seconds,
+                       checkpoint_path=run.folder.checkpoint_path if run.folder else None, run_id=run.run_id,
+                       stop_reason=stop_reason)
 
-    train_losses, step_seconds = [], []
-    loss_sum_since_eval = torch.zeros((), device=device)  # summed step losses since the last eval
-    steps_since_eval, tokens_per_sec, interrupted = 0, None, False
-    last_val_bpb = history[-1]["val_bpb"] if history else float("nan")
-    step = start_step
-    with InterruptFlag() as interrupt:
-        while True:
-            # evaluate (and checkpoint) every eval_interval steps and at the end
-            already_evaluated = bool(history) and history[-1]["step"] == step
-            if (step % config.eval_interval == 0 or step == config.steps) and not already_evaluated:
-                train_loss = None
-                if steps_since_eval:
-                    if ddp_info.world_size > 1:
-                        dist.all_reduce(loss_sum_since_eval)
-                        loss_sum_since_eval /= ddp_info.world_size
-                    train_loss = float(loss_sum_since_eval) / steps_since_eval
-                record = run_evaluation(step, train_loss, tokens_per_sec)
-                history.append(record)
-                last_val_bpb = record["val_bpb"]
-                loss_sum_since_eval.zero_()
-                steps_since_eval = 0
-                improved = record["val_loss"] < best_val_loss
-                best_val_loss = min(best_val_loss, record["val_loss"])
-                say(f"step {step:6d} | train loss {_fmt(train_loss)} | val loss {record['val_loss']:.4f} "
-                    f"| val bits/byte {record['val_bpb']:.4f}" + (" | best" if improved else ""))
-                if out_dir is not None and is_main:
-                    with open(out_dir / "log.jsonl", "a") as log:
-                        log.write(json.dumps(record) + "\n")
-                    if step > start_step or improved:
-                        checkpoint = make_checkpoint(step)
-                        save_checkpoint(checkpoint_path, checkpoint)
-                        if improved:
-                            save_checkpoint(out_dir / "best.pt", checkpoint)
-            if step >= config.steps:
-                break
-            stop_requested = interrupt.raised
-            if ddp_info.world_size > 1:  # every rank must stop at the same step, or collectives hang
-                flag_tensor = torch.tensor([float(stop_requested)], device=device)
-                dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
-                stop_requested = bool(flag_tensor.item())
-            if stop_requested or (config.stop_at_step and step >= config.stop_at_step):
-                interrupted = True
-                if out_dir is not None and is_main:
-                    save_checkpoint(checkpoint_path, make_checkpoint(step))
-                    say(f"stopped at step {step}; checkpoint saved to {checkpoint_path} (continue with --resume)")
-                break
 
-            # one optimizer step
-            started = time.perf_counter()
-            lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = torch.zeros((), device=device)
-            for micro, (x, y) in enumerate(sampler.next_step(config.grad_accum)):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T) each
-                last_micro = micro == config.grad_accum - 1
-                sync = contextlib.nullcontext() if (ddp_info.world_size == 1 or last_micro) else model.no_sync()
-                with sync:
-                    with autocast():
-                        _, loss = model(x, y)
-                    (loss / config.grad_accum).backward()
-                step_loss += loss.detach() / config.grad_accum
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum_since_eval += step_loss
-            steps_since_eval += 1
-            step += 1
-            if step % log_interval == 0 or step == config.steps:
-                loss_value = float(step_loss)  # syncs with the GPU only every log_interval steps
-                train_losses.append((step - 1, loss_value))
-                step_seconds.append(time.perf_counter() - started)
-                window = step_seconds[-20:]
-                tokens_per_sec = tokens_per_step * len(window) / max(sum(window), 1e-9)
-                if progress is not None:
-                    progress.set_postfix_str(f"loss {loss_value:.4f} | val bpb {last_val_bpb:.3f} "
-                                             f"| {tokens_per_sec:,.0f} tok/s", refresh=False)
-            else:
-                step_seconds.append(time.perf_counter() - started)
-            if progress is not None:
-                progress.update(1)
-    if progress is not None:
-        progress.close()
-    return TrainResult(model=raw_model, tokenizer=tokenizer, config=config, history=history,
-                       train_losses=train_losses, best_val_loss=best_val_loss, step=step,
-                       interrupted=interrupted, step_seconds=step_seconds,
-                       checkpoint_path=checkpoint_path if out_dir is not None else None)
+def make_checkpoint(run: Run) -> dict:
+    return {
+        "model_kind": run.config.model, "model_config": run.raw_model.config.to_dict(),
+        "model": unwrap_model(run.raw_model).state_dict(), "optimizer": run.optimizer.state_dict(),
+        "step": run.step, "data_state": run.sampler.state_dict(), "rng": capture_rng_state(),
+        "tokenizer": run.tokenizer.to_json(), "train_config": run.config.to_dict(),
+        "best_val_loss": run.best_val_loss, "history": run.history, "run_id": run.run_id,
+    }
+
+
+def evaluate_and_checkpoint(run: Run) -> None:
+    """Score every eval set, log the record, and save ckpt.pt (and best.pt when it improved)."""
+    config, step = run.config, run.step
+    train_loss = None
+    if run.steps_since_eval:
+        if run.ddp.world_size > 1:
+            dist.all_reduce(run.loss_sum_since_eval)
+            run.loss_sum_since_eval /= run.ddp.world_size
+        train_loss = float(run.loss_sum_since_eval) / run.steps_since_eval
+    results: list[EvalResult] = [
+        evaluate(run.raw_model, s.windows, run.tokenizer, config.eval_batch_size, run.device, run.amp_dtype,
+                 s.num_bytes)
+        for s in run.eval_sets
+    ]
+    if not all(math.isfinite(x) for x in (train_loss or 0.0, results[0].loss)):
+        raise diverged(run, train_loss if train_loss is not None else results[0].loss)
+    record = {"step": step, "train_loss": train_loss, "val_loss": results[0].loss,
+              "val_bpb": results[0].bits_per_byte, "lr": learning_rate(min(step, config.steps - 1), config),
+              "tokens_per_sec": run.tokens_per_sec, "tokens_seen": step * run.tokens_per_step,
+              "time": round(time.time(), 3), "run_id": run.run_id}
+    if len(run.eval_sets) > 1:
+        record["val_bpb_by_corpus"] = {s.name: r.bits_per_byte for s, r in zip(run.eval_sets, results, strict=True)}
+        record["val_loss_by_corpus"] = {s.name: r.loss for s, r in zip(run.eval_sets, results, strict=True)}
+    if run.resumed_with:
+        record["resumed_with"], run.resumed_with = run.resumed_with, {}
+    run.history.append(record)
+    run.loss_sum_since_eval.zero_()
+    run.steps_since_eval = 0
+    improved = record["val_loss"] < run.best_val_loss
+    run.best_val_loss = min(run.best_val_loss, record["val_loss"])
+    if run.folder is not None:
+        run.folder.write_log(run.history)
+        if step > run.start_step or improved:
+            checkpoint = make_checkpoint(run)
+            run.folder.save(CHECKPOINT_NAME, checkpoint)
+            run.saved_step = step
+            if improved:
+                run.folder.save(BEST_NAME, checkpoint)
+    if run.progress is not None:
+        run.progress.set_postfix_str(f"val bpb {record['val_bpb']:.3f}", refresh=False)
+    run.say(f"step {step:6d} | train loss {_fmt(train_loss)} | val loss {record['val_loss']:.4f} "
+            f"| val bits/byte {record['val_bpb']:.4f}" + (" | best" if improved else ""))
+
+
+def should_stop(run: Run, interrupt: InterruptFlag) -> str:
+    """Why to stop before the next step ("" = go on): a signal, a closed stdout, or stop_at_step.
+    Under DDP every rank must stop at the same step, or the collectives hang: the ranks vote."""
+    reason = interrupt.raised or ("stdout closed" if run.stdout_closed else "")
+    if run.ddp.world_size > 1:
+        vote = torch.tensor([float(bool(reason))], device=run.device)
+        dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+        reason = reason or ("signal" if vote.item() else "")
+    if not reason and run.config.stop_at_step and run.step >= run.config.stop_at_step:
+        reason = "stop_at_step"
+    return reason
+
+
+def save_at_stop(run: Run) -> None:
+    """Save a checkpoint of the current step (unless the loss has gone non-finite since the last one)."""
+    if run.folder is None:
+        return
+    if not bool(torch.isfinite(run.loss_sum_since_eval)):
+        raise diverged(run, float(run.loss_sum_since_eval))
+    run.folder.save(CHECKPOINT_NAME, make_checkpoint(run))
+    run.saved_step = run.step
+    run.say(f"stopped at step {run.step}; checkpoint saved to {run.folder.checkpoint_path} (continue with --resume)")
+
+
+def optimizer_step(run: Run) -> None:
+    """One optimizer step over grad_accum micro-batches; reads the loss every log_interval steps."""
+    config, device = run.config, run.device
+    started = time.perf_counter()
+    lr = learning_rate(run.step, config)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    autocast = (lambda: torch.autocast(device.type, dtype=run.amp_dtype)) if run.amp_dtype else contextlib.nullcontext
+    step_loss = torch.zeros((), device=device)
+    for micro, (x, y) in enumerate(run.sampler.next_step(config.grad_accum)):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, T) each
+        last_micro = micro == config.grad_accum - 1
+        sync = contextlib.nullcontext() if (run.ddp.world_size == 1 or last_micro) else run.model.no_sync()
+        with sync:
+            with autocast():
+                _, loss = run.model(x, y)
+            (loss / config.grad_accum).backward()
+        step_loss += loss.detach() / config.grad_accum
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.loss_sum_since_eval += step_loss
+    run.steps_since_eval += 1
+    run.step += 1
+    # Reading the loss makes the CPU wait for the device; on a GPU every 10 steps lets it queue ahead.
+    log_interval = config.log_interval or (1 if device.type == "cpu" else 10)
+    if run.step % log_interval == 0 or run.step == config.steps:
+        loss_value = float(step_loss)
+        if not (math.isfinite(loss_value) and math.isfinite(float(run.loss_sum_since_eval))):
+            raise diverged(run, loss_value)
+        run.last_finite_loss = (run.step - 1, loss_value)
+        run.train_losses.append((run.step - 1, loss_value))
+        run.step_seconds.append(time.perf_counter() - started)
+        window = run.step_seconds[-20:]
+        run.tokens_per_sec = run.tokens_per_step * len(window) / max(sum(window), 1e-9)
+        if run.progress is not None:
+            last_val_bpb = run.history[-1]["val_bpb"] if run.history else float("nan")
+            run.progress.set_postfix_str(f"loss {loss_value:.4f} | val bpb {last_val_bpb:.3f} "
+                                         f"| {run.tokens_per_sec:,.0f} tok/s", refresh=False)
+    else:
+        run.step_seconds.append(time.perf_counter() - started)
+    if run.progress is not None:
+        run.progress.update(1)
+
+
+def diverged(run: Run, loss: float) -> TrainingDiverged:
+    """The one line for a loss that became NaN or infinite: where, the last finite loss, what is kept."""
+    if run.last_finite_loss is None and run.history:  # no step loss read yet: the last evaluation's
+        record = run.history[-1]
+        run.last_finite_loss = (record["step"], record["train_loss"] or record["val_loss"])
+    last = (f"last finite loss {run.last_finite_loss[1]:.4f} at step {run.last_finite_loss[0]}"
+            if run.last_finite_loss else "no finite loss before")
+    kept = (f"{run.folder.checkpoint_path} keeps the last finite checkpoint (step {run.saved_step})"
+            if run.folder is not None and run.saved_step is not None else "no checkpoint was saved")
+    return TrainingDiverged(f"training diverged: the loss became {loss} by step {run.step} ({last}); {kept}; "
+                            f"try a lower --lr (now {run.config.lr:g})")
 
 
 def resolve_cache_dir(cache_dir: str | None):
@@ -570,6 +778,14 @@ def _fmt(value: float | None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def check_finite_weights(model: torch.nn.Module, what: str) -> None:
+    """Refuse a model with NaN or infinite weights: its scores would only be nan."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{what} holds non-finite weights (nan or inf in {name}); the run diverged before "
+                            "this was saved: train again with a lower --lr")
+
+
 def evaluate_checkpoint(ckpt_path: str | os.PathLike, data: str, device: str = "auto", split: str = "val",
                         max_windows: int | None = None, batch_size: int = 32,
                         cache_dir: str | None = "auto") -> tuple[EvalResult, dict]:
@@ -580,21 +796,48 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, data: str, device: str = "
     """
     from minilm.checkpoint import load_model
 
-    if split not in ("val", "train", "all"):
-        raise UserError(f"--split: unknown split {split!r}; expected val, train or all")
+    _check_split(split)
     torch_device = pick_device(device)
     model, tokenizer, checkpoint = load_model(ckpt_path, torch_device)
+    check_finite_weights(model, f"--ckpt: {str(ckpt_path)!r}")
+    block_size = getattr(model.config, "block_size", None) or checkpoint.get("train_config", {}).get("block_size", 256)
+    result, info = score_model(model, tokenizer, data, torch_device, split, block_size, max_windows, batch_size,
+                               cache_dir)
+    info.update(ckpt=str(ckpt_path), model_kind=checkpoint["model_kind"], step=int(checkpoint.get("step", 0)))
+    return result, info
+
+
+def evaluate_hf(name_or_dir: str, data: str, device: str = "auto", split: str = "val",
+                max_windows: int | None = None, batch_size: int = 32,
+                cache_dir: str | None = "auto") -> tuple[EvalResult, dict]:
+    """Score a Hugging Face model (`--eval-only --hf NAME_OR_DIR`), converted by minilm.hf."""
+    _check_split(split)
+    torch_device = pick_device(device)
+    model, tokenizer = load_hf(name_or_dir, "--hf")
+    model.to(torch_device)
+    check_finite_weights(model, f"--hf: {name_or_dir!r}")
+    block_size = getattr(model.config, "block_size", 256)
+    result, info = score_model(model, tokenizer, data, torch_device, split, block_size, max_windows, batch_size,
+                               cache_dir)
+    info.update(ckpt=f"hf:{name_or_dir}", model_kind="gpt", step=0)
+    return result, info
+
+
+def _check_split(split: str) -> None:
+    if split not in ("val", "train", "all"):
+        raise UserError(f"--split: unknown split {split!r}; expected val, train or all")
+
+
+def score_model(model, tokenizer, data: str, device: torch.device, split: str, block_size: int,
+                max_windows: int | None, batch_size: int, cache_dir) -> tuple[EvalResult, dict]:
     corpus = load_corpus(data, tokenizer, resolve_cache_dir(cache_dir))
     tokens = {"val": corpus.val, "train": corpus.train}.get(split)
     if tokens is None:
         import numpy as np
 
         tokens = np.concatenate([np.asarray(corpus.train), np.asarray(corpus.val)])
-    block_size = getattr(model.config, "block_size", None) or checkpoint.get("train_config", {}).get("block_size", 256)
     windows = validation_windows(tokens, block_size, max_windows, what=f"{split} part of {corpus.name}")
-    result = evaluate(model, windows, tokenizer, batch_size, torch_device,
-                      torch.bfloat16 if torch_device.type == "cuda" else None)
-    info = {"ckpt": str(ckpt_path), "data": corpus.name, "split": split, "windows": int(windows.shape[0]),
-            "block_size": int(windows.shape[1] - 1), "model_kind": checkpoint["model_kind"],
-            "step": int(checkpoint.get("step", 0))}
+    result = evaluate(model, windows, tokenizer, batch_size, device, torch.bfloat16 if device.type == "cuda" else None)
+    info = {"data": corpus.name, "split": split, "windows": int(windows.shape[0]),
+            "block_size": int(windows.shape[1] - 1)}
     return result, info

@@ -61,11 +61,11 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     config = TrainConfig(steps=1000, lr=1e-3, min_lr=1e-4, warmup_steps=100)
     warmup = [learning_rate(s, config) for s in range(100)]
     assert warmup[0] == pytest.approx(1e-3 / 101) and warmup[99] == pytest.approx(1e-3 * 100 / 101)
-    assert all(b - a == pytest.approx(1e-3 / 101) for a, b in zip(warmup, warmup[1:]))
+    assert all(b - a == pytest.approx(1e-3 / 101) for a, b in zip(warmup, warmup[1:], strict=False))
     assert learning_rate(100, config) == pytest.approx(1e-3)
     assert learning_rate(550, config) == pytest.approx(0.5 * (1e-3 + 1e-4))  # halfway down the cosine
     decay = [learning_rate(s, config) for s in range(100, 1001)]
-    assert all(b <= a for a, b in zip(decay, decay[1:]))
+    assert all(b <= a for a, b in zip(decay, decay[1:], strict=False))
     assert learning_rate(1000, config) == pytest.approx(1e-4) and learning_rate(5000, config) == 1e-4
 
 
@@ -303,3 +303,26 @@ def test_bpe_tokenizer_run_counts_bytes_and_its_checkpoint_refuses_another_token
     assert tokenizer.vocab_size == 300 and model.config.vocab_size == 300
     with pytest.raises(UserError, match="different"):
         train(tiny_config(tokenizer="bytes", out_dir=str(out), steps=6, resume=True))
+
+
+# --- the command line's flags and help -----------------------------------------------------------
+
+
+def test_every_config_field_has_a_flag_and_every_default_is_stated_once():
+    """train.py derives its flags from TrainConfig's fields: a new field needs a help text (or to be
+    named Python-only), and each option's help gives its default exactly once."""
+    import dataclasses
+
+    script = load_train_script()
+    with_help = {name for helps in script.HELP.values() for name in helps}
+    assert with_help | set(script.NO_FLAG) == {f.name for f in dataclasses.fields(TrainConfig)}
+    parser = script.build_parser()
+    for action in parser._actions:
+        if action.help and action.option_strings != ["-h", "--help"]:
+            assert action.help.count("(default") <= 1, action.option_strings
+            takes_one_value = type(action).__name__ == "_StoreAction"  # not a switch, not repeatable
+            if takes_one_value and action.option_strings[0] not in ("--ckpt", "--hf"):
+                assert action.help.count("(default") == 1, action.option_strings
+    text = parser.format_help()
+    assert "(default: from --preset) (default" not in text and "(default: None)" not in text
+    assert "(default: 1337)" in " ".join(text.split())  # --seed: not from a preset, so its value
