@@ -152,7 +152,7 @@ def training_step_attention(steps: int) -> None:
     medians = interleaved_training_steps({
         "flash": (nanogpt_cpu_model(), nullcontext),
         "math": (nanogpt_cpu_model(), lambda: sdpa_kernel(SDPBackend.MATH)),
-        "readable": (nanogpt_cpu_model(attn_impl="readable"), nullcontext),
+        "readable": (nanogpt_cpu_model(kernels="readable"), nullcontext),
     }, steps)
     flash = medians["flash"]
     print(f"5. training step, nanoGPT CPU shapes, attention: SDPA flash {flash * 1e3:6.2f} ms, "

@@ -56,11 +56,11 @@ def batch(B=3, T=64, V=256, seed=1):
 
 
 @pytest.mark.parametrize("pos_emb", ["learned", "rope"])
-@pytest.mark.parametrize("attn_impl", ["fast", "readable"])
-def test_gpt_forward_and_gradients_on_cuda_equal_the_cpu(pos_emb, attn_impl):
+@pytest.mark.parametrize("kernels", ["fused", "readable"])
+def test_gpt_forward_and_gradients_on_cuda_equal_the_cpu(pos_emb, kernels):
     """Same weights, same batch: logits, loss and every gradient agree between CPU and CUDA."""
-    cpu = small_gpt(pos_emb=pos_emb, attn_impl=attn_impl).train()
-    gpu = small_gpt(pos_emb=pos_emb, attn_impl=attn_impl).train().cuda()
+    cpu = small_gpt(pos_emb=pos_emb, kernels=kernels).train()
+    gpu = small_gpt(pos_emb=pos_emb, kernels=kernels).train().cuda()
     x, y = batch()
     cpu_logits, cpu_loss = cpu(x, y)
     gpu_logits, gpu_loss = gpu(x.cuda(), y.cuda())

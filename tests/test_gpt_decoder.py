@@ -27,7 +27,7 @@ def test_decoder_logits_equal_gpt_step(pos_emb, data, seed, dtype, B):
     tokens (the decoder's fast case) and now and then a chunk (delegated), for up to 3 blocks,
     so the re-fill beyond block_size happens several times. Every step's logits and the context
     each keeps must agree. Every position scheme, bias on/off, tied or not, each activation."""
-    config = data.draw(gpt_configs(max_block=6, attn_impl="fast", pos_emb=pos_emb))
+    config = data.draw(gpt_configs(max_block=6, kernels="fused", pos_emb=pos_emb))
     model = GPT(config).to(dtype).eval()
     random_params(model, seed)
     decoder = model.decoder()
@@ -66,7 +66,7 @@ def test_generate_with_the_decoder_picks_the_tokens_of_the_full_forward(pos_emb)
 
 
 def test_readable_models_generate_through_their_own_step():
-    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4, attn_impl="readable"))
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4, kernels="readable"))
     assert model.decoder() is model
 
 

@@ -99,11 +99,11 @@ def test_refill_policy_context_lengths():
     assert next_context_length(1, 1, "refill") == 1  # block_size 1: half a block rounds up to 1 token
 
 
-@pytest.mark.parametrize("pos_emb,attn_impl", [("learned", "fast"), ("learned", "readable"),
-                                               ("sinusoidal", "fast"), ("rope", "fast"), ("none", "fast")])
-def test_cached_generation_matches_full_forward(pos_emb, attn_impl):
+@pytest.mark.parametrize("pos_emb,kernels", [("learned", "fused"), ("learned", "readable"),
+                                               ("sinusoidal", "fused"), ("rope", "fused"), ("none", "fused")])
+def test_cached_generation_matches_full_forward(pos_emb, kernels):
     """Every step's logits (up to and well beyond block_size) and the greedy tokens agree."""
-    model = tiny_gpt(pos_emb=pos_emb, attn_impl=attn_impl)
+    model = tiny_gpt(pos_emb=pos_emb, kernels=kernels)
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])  # (B=2, T=3)
     steps = 20  # block_size 8: the cache is re-filled twice
     recorder = StepRecorder(model)
@@ -114,7 +114,7 @@ def test_cached_generation_matches_full_forward(pos_emb, attn_impl):
     assert torch.equal(cached, reference)
     assert len(recorder.seen) == len(full_logits) == steps  # no wasted step after the last token
     for i, (a, b) in enumerate(zip(recorder.seen, full_logits)):
-        assert_close(a, b, "fast_path_float64", f"step {i} ({pos_emb}, {attn_impl})")
+        assert_close(a, b, "fast_path_float64", f"step {i} ({pos_emb}, {kernels})")
 
 
 def test_cached_generation_float32():
