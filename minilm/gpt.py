@@ -213,11 +213,11 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T_new, V)
         return logits, {"caches": new_caches, "tokens": torch.cat([tokens, idx], dim=1)}
 
-    def decoder(self):
-        """What generation calls `step` on. attn_impl="fast": a `GPTDecoder`, a snapshot of the
-        weights laid out for fast one-token steps (minilm/gpt_decoder.py; same logits as `step`);
-        attn_impl="readable": the model itself, so a reader can follow every step."""
-        return GPTDecoder(self) if self.config.kernels == "fused" else self
+    def decoder(self) -> GPTDecoder:
+        """The fast path of `step` for generation: a `GPTDecoder` (minilm/gpt_decoder.py), a
+        snapshot of the weights laid out for one-token steps, with the same logits as `step`.
+        `generate(..., decoder="fast")` uses it; `decoder="step"` runs `GPT.step` itself."""
+        return GPTDecoder(self)
 
     # ------------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:

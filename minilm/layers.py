@@ -253,15 +253,15 @@ class SelfAttention(nn.Module):
             k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + T_new, hs)
             v = torch.cat([cache["v"], v], dim=2)  # (B, nh, T_past + T_new, hs)
         T_all = k.shape[2]
-        T_past = T_all - T_new
-        # query i sits at position T_past + i and sees keys 0 .. T_past + i
-        allowed = torch.ones(T_new, T_all, dtype=torch.bool, device=x.device).tril(T_past)  # (T_new, T_all)
-        if not self.fused:
-            y = attention(q, k, v, allowed)  # (B, nh, T_new, hs)
-        elif T_new == 1:  # the common case in generation: the one new query sees every key
+        if self.fused and T_new == 1:  # the common case in generation: the one new query sees every key
             y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, nh, T_new, hs)
+            # query i sits at position T_past + i and sees keys 0 .. T_past + i
+            allowed = torch.ones(T_new, T_all, dtype=torch.bool, device=x.device).tril(T_all - T_new)
+            if self.fused:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, nh, T_new, hs)
+            else:
+                y = attention(q, k, v, allowed)  # (B, nh, T_new, hs)
         y = y.transpose(1, 2).contiguous().view(B, T_new, C)  # (B, T_new, C)
         return self.c_proj(y), {"k": k, "v": v}
 

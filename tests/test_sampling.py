@@ -26,9 +26,21 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from minilm.gpt import GPT, GPTConfig
-from minilm.sampling import (FiniteWatch, NgramIndex, TextStreamer, Utf8Stream, apply_temperature, draw, generate,
-                             generate_without_cache, incomplete_utf8_tail, next_context_length, novelty,
-                             sample_next, top_k_filter, top_p_filter)
+from minilm.sampling import (
+    NgramIndex,
+    TextStreamer,
+    Utf8Stream,
+    apply_temperature,
+    draw,
+    generate,
+    generate_without_cache,
+    incomplete_utf8_tail,
+    next_context_length,
+    novelty,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
 from tests.strategies import examples
 from tests.tolerances import assert_close
 
@@ -113,7 +125,7 @@ def test_cached_generation_matches_full_forward(pos_emb, kernels):
                                        on_logits=lambda logits: full_logits.append(logits.clone()))
     assert torch.equal(cached, reference)
     assert len(recorder.seen) == len(full_logits) == steps  # no wasted step after the last token
-    for i, (a, b) in enumerate(zip(recorder.seen, full_logits)):
+    for i, (a, b) in enumerate(zip(recorder.seen, full_logits, strict=True)):
         assert_close(a, b, "fast_path_float64", f"step {i} ({pos_emb}, {kernels})")
 
 
@@ -125,7 +137,7 @@ def test_cached_generation_float32():
     reference = generate_without_cache(model, [7], 18, greedy=True, policy="refill",
                                        on_logits=lambda logits: full_logits.append(logits.clone()))
     assert torch.equal(cached, reference)
-    for i, (a, b) in enumerate(zip(recorder.seen, full_logits)):
+    for i, (a, b) in enumerate(zip(recorder.seen, full_logits, strict=True)):
         assert_close(a, b, "fast_path_float32", f"step {i}")
 
 
@@ -176,7 +188,7 @@ def test_lstm_generation_matches_full_forward():
     reference = generate_without_cache(model, [3, 4], 12, greedy=True,
                                        on_logits=lambda logits: full_logits.append(logits.clone()))
     assert torch.equal(cached, reference)
-    for i, (a, b) in enumerate(zip(recorder.seen, full_logits)):
+    for i, (a, b) in enumerate(zip(recorder.seen, full_logits, strict=True)):
         assert_close(a, b, "fast_path_float64", f"LSTM step {i}")
 
 
@@ -269,7 +281,7 @@ def test_top_k_keeps_the_k_largest(rows, k):
     logits = torch.tensor(rows, dtype=torch.float64)  # (B, V)
     filtered = top_k_filter(logits, k)
     V = logits.shape[1]
-    for row, out in zip(logits, filtered):
+    for row, out in zip(logits, filtered, strict=True):
         kept = torch.isfinite(out)
         assert int(kept.sum()) == min(k, V)
         assert torch.equal(out[kept], row[kept])  # kept logits unchanged
@@ -330,7 +342,7 @@ def test_streaming_valid_utf8_never_emits_replacement_characters(text, cuts):
     data = text.encode("utf-8")
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     stream, pieces = Utf8Stream(), []
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         pieces.append(stream.push(data[a:b]))
     pieces.append(stream.flush())
     assert all("\ufffd" not in piece for piece in pieces if "\ufffd" not in text)
@@ -342,7 +354,7 @@ def test_streaming_valid_utf8_never_emits_replacement_characters(text, cuts):
 def test_streaming_any_bytes_adds_up_to_the_full_decode(data, cuts):
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     stream, pieces = Utf8Stream(), []
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         pieces.append(stream.push(data[a:b]))
     pieces.append(stream.flush())
     assert "".join(pieces) == data.decode("utf-8", errors="replace")
@@ -472,27 +484,6 @@ def test_logits_that_turn_non_finite_later_are_refused(fn):
     assert fn(model, [1, 2], 2).shape == (1, 4)  # stops before position 3 is fed
     with pytest.raises(ValueError, match=r"turned non-finite \(nan or inf\) during generation"):
         fn(model, [1, 2], 3)
-
-
-@examples(60)
-@given(steps=st.integers(1, 30), V=st.integers(1, 300), scale=st.sampled_from([1.0, 1e3, 1e30]),
-       bad=st.sampled_from([None, float("nan"), float("inf"), float("-inf")]), data=st.data())
-def test_finite_watch_flags_exactly_the_runs_with_a_non_finite_logit(steps, V, scale, bad, data):
-    """Finite logits, however large (up to 1e30, float32), never trip the watch; one nan or
-    +-inf anywhere, at any step, always does (and stays tripped)."""
-    watch = FiniteWatch(torch.device("cpu"))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
-    where = (data.draw(st.integers(0, steps - 1)), data.draw(st.integers(0, V - 1)))
-    for step in range(steps):
-        logits = torch.tensor(rng.uniform(-scale, scale, size=(1, V)), dtype=torch.float32)
-        if bad is not None and step == where[0]:
-            logits[0, where[1]] = bad
-        watch.see(logits)
-    if bad is None:
-        watch.check()
-    else:
-        with pytest.raises(ValueError, match="turned non-finite"):
-            watch.check()
 
 
 def test_streaming_never_hands_out_a_token_drawn_from_non_finite_logits():
