@@ -25,6 +25,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from minilm.checkpoint import save_checkpoint
 from minilm.gpt import GPT, GPTConfig
 from minilm.sampling import (
     NgramIndex,
@@ -180,7 +181,7 @@ def test_generate_with_carried_state_model():
 
 
 def test_lstm_generation_matches_full_forward():
-    lstm = pytest.importorskip("minilm.lstm")
+    import minilm.lstm as lstm
     torch.manual_seed(0)
     model = lstm.LSTMLM(lstm.LSTMConfig(vocab_size=32, n_embd=8, n_hidden=16, n_layer=2)).double().eval()
     recorder, full_logits = StepRecorder(model), []
@@ -374,7 +375,7 @@ def test_text_streamer_one_byte_per_token():
 
 def test_text_streamer_with_bpe_tokens_that_split_characters():
     """A byte-level BPE token can hold the end of one character and the start of the next."""
-    bpe = pytest.importorskip("minilm.bpe")
+    import minilm.bpe as bpe
     tokenizer = bpe.BPETokenizer.train("日本語の文章。日本の本。明日早春是星期" * 20, 258)
     text = "日本の本。the cat"
     ids = tokenizer.encode(text)
@@ -506,7 +507,7 @@ def test_empty_prompt_ids_raise():
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """A tiny untrained byte-level GPT checkpoint, written through minilm.checkpoint if present."""
+    """A tiny untrained byte-level GPT checkpoint, written through minilm.checkpoint."""
     folder = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16))
@@ -514,8 +515,7 @@ def ckpt(tmp_path_factory):
     checkpoint = {"model_kind": "gpt", "model_config": model.config.to_dict(),
                   "model": model.state_dict(), "tokenizer": '{"type": "bytes"}',
                   "train_config": {"data": str(folder / "cats.txt")}}
-    checkpoint_module = pytest.importorskip("minilm.checkpoint")
-    return Path(checkpoint_module.save_checkpoint(folder / "ckpt.pt", checkpoint))
+    return Path(save_checkpoint(folder / "ckpt.pt", checkpoint))
 
 
 def run_main(*argv):
@@ -563,7 +563,7 @@ def test_cli_bad_checkpoints(tmp_path):
 
 
 def test_cli_diverged_checkpoint_one_line_status_2(ckpt, tmp_path):
-    checkpoint_module = pytest.importorskip("minilm.checkpoint")
+    import minilm.checkpoint as checkpoint_module
     checkpoint = torch.load(ckpt, weights_only=False)
     checkpoint["model"] = {k: torch.full_like(v, float("nan")) for k, v in checkpoint["model"].items()}
     diverged = Path(checkpoint_module.save_checkpoint(tmp_path / "nan.pt", checkpoint))
@@ -575,7 +575,7 @@ def test_cli_diverged_checkpoint_one_line_status_2(ckpt, tmp_path):
 def test_cli_checkpoint_that_overflows_later_one_line_status_2(ckpt, tmp_path):
     """Finite for the prompt, nan from position 3: refused with one line naming --ckpt, and the
     two tokens streamed before it are the only output after the prompt."""
-    checkpoint_module = pytest.importorskip("minilm.checkpoint")
+    import minilm.checkpoint as checkpoint_module
     checkpoint = torch.load(ckpt, weights_only=False)
     checkpoint["model"]["wpe.weight"][3] = float("nan")
     overflowing = Path(checkpoint_module.save_checkpoint(tmp_path / "late_nan.pt", checkpoint))
@@ -626,9 +626,9 @@ def test_cli_subprocess_exit_codes(ckpt, tmp_path):
 
 def test_cli_lstm_with_bpe_tokenizer(tmp_path):
     """sample.py with the other model and the other tokenizer: carried state, no block_size."""
-    lstm = pytest.importorskip("minilm.lstm")
-    bpe = pytest.importorskip("minilm.bpe")
-    checkpoint_module = pytest.importorskip("minilm.checkpoint")
+    import minilm.bpe as bpe
+    import minilm.checkpoint as checkpoint_module
+    import minilm.lstm as lstm
     tokenizer = bpe.BPETokenizer.train("日本語の文章。日本の本。the cat sat on the mat. " * 10, 262)
     torch.manual_seed(0)
     model = lstm.LSTMLM(lstm.LSTMConfig(vocab_size=tokenizer.vocab_size, n_embd=8, n_hidden=8, n_layer=1))
