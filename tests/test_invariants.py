@@ -133,7 +133,7 @@ def test_rope_preserves_norms_and_scores_depend_on_offset_only(hs, s, t, shift, 
 
 @examples(15)
 @given(case=attention_cases(rope=False, masked=False), seed=seeds)
-def test_attention_core_without_mask_is_permutation_equivariant(case, seed):
+def test_bidirectional_attention_is_permutation_equivariant(case, seed):
     """Without positions and without a mask, attention treats its inputs as a set: permuting the
     positions of x permutes the outputs the same way, Attn(x[perm]) = Attn(x)[perm]. (Each output
     is a weighted sum over all positions, and the weights depend only on the vectors.)
