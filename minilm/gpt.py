@@ -8,6 +8,9 @@ How a token flows through the model (B sequences of T token ids):
                -> final LayerNorm -> lm_head (tied to wte) -> logits (B, T, V)
     loss = mean over positions of -log softmax(logits)[target]   (nats per token)
 
+The attention is causal (position t sees positions <= t: GPT); `forward(..., causal=False)` lets
+every position see the whole text (BERT's bidirectional attention) with the same weights.
+
 The NumPy twin of this whole model is `minilm.reference.gpt`.
 """
 from __future__ import annotations
