@@ -222,6 +222,14 @@ class GPT(nn.Module):
         `generate(..., decoder="fast")` uses it; `decoder="step"` runs `GPT.step` itself."""
         return GPTDecoder(self)
 
+    @classmethod
+    def from_hf(cls, name_or_dir) -> "GPT":
+        """A GPT with the weights of a Hugging Face GPT-2 (a local folder, or a hub name where the
+        hub is reachable); the mapping of names and the checks live in minilm/hf.py."""
+        from minilm.hf import from_hf
+
+        return from_hf(name_or_dir)[0]
+
     # ------------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (a tied matrix counted once). non_embedding=True leaves out the
