@@ -11,7 +11,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -66,7 +65,6 @@ def test_micro_grid_writes_a_complete_report(micro_run):
     out_dir, report, code, seconds = micro_run
     assert code == 0
     assert (out_dir / "report.md").is_file() and (out_dir / "report.json").is_file()
-    assert seconds < 120, f"the micro grid took {seconds:.0f} s; it should take well under a minute"
 
     names = MICRO_DOMAINS
     assert list(report["domains"]) == names
@@ -165,12 +163,22 @@ def test_without_matplotlib_tables_are_written_with_a_note(micro_run, tmp_path, 
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_training_in_bad_input_tests(request, monkeypatch):
+    """Outside the micro grid, any training is a failure: bad input must be refused before it."""
+    if "micro_run" in request.fixturenames:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started; bad input must be refused before any training")
+
+    monkeypatch.setattr(mismatch.Grid, "train", refuse)
+
+
 def run_expecting_error(args, capsys) -> str:
-    started = time.time()
     code = mismatch.main(args)
     captured = capsys.readouterr()
     assert code == 2
-    assert time.time() - started < 20, "bad input must be refused before any training"
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("minilm.mismatch: error: "), captured.err
     assert "Traceback" not in captured.err
