@@ -201,7 +201,8 @@ def test_corpus_too_small_for_split_and_context_is_refused(tmp_path, capsys):
 
 
 def test_malformed_corpus_flag_is_refused(tmp_path, capsys):
-    line = run_expecting_error(["--preset", "micro", "--corpus", "no-equals-sign", "--out", str(tmp_path / "o")], capsys)
+    line = run_expecting_error(["--preset", "micro", "--corpus", "no-equals-sign", "--out", str(tmp_path / "o")],
+                               capsys)
     assert "--corpus" in line and "NAME=PATH" in line
     line = run_expecting_error(["--preset", "micro", "--corpus", f"ghost={tmp_path / 'missing.txt'}",
                                 "--out", str(tmp_path / "o")], capsys)
@@ -218,8 +219,8 @@ def test_existing_out_dir_needs_overwrite(tmp_path, capsys):
 
 
 def test_bad_transfer_pair_and_too_few_domains_are_refused(tmp_path, capsys):
-    line = run_expecting_error(["--preset", "micro", "--domains", "shakespeare,bible", "--transfer", "shakespeare,legal",
-                                "--out", str(tmp_path / "o")], capsys)
+    line = run_expecting_error(["--preset", "micro", "--domains", "shakespeare,bible", "--transfer",
+                                "shakespeare,legal", "--out", str(tmp_path / "o")], capsys)
     assert "--transfer" in line
     line = run_expecting_error(["--preset", "micro", "--domains", "shakespeare", "--out", str(tmp_path / "o")], capsys)
     assert "--domains" in line and "at least 2" in line
@@ -254,7 +255,7 @@ def test_matched_lstm_is_close_to_the_gpt_size():
 
     gpt = GPT(GPTConfig(block_size=config.block_size, **config.gpt_args()))
     args = mismatch.matched_lstm_args(config, gpt.num_params())
-    from minilm.lstm import LSTMConfig, LSTMLM
+    from minilm.lstm import LSTMLM, LSTMConfig
 
     lstm = LSTMLM(LSTMConfig(**args))
     assert abs(lstm.num_params() - gpt.num_params()) <= 0.02 * gpt.num_params()
@@ -265,7 +266,7 @@ def test_gpu_preset_builds_its_models_and_fits_every_bundled_corpus():
     the parameter-matched LSTM build at its sizes, and every bundled corpus holds windows of its
     context in both splits (load_domains checks that first)."""
     from minilm.gpt import GPT, GPTConfig
-    from minilm.lstm import LSTMConfig, LSTMLM
+    from minilm.lstm import LSTMLM, LSTMConfig
 
     config = mismatch.PRESETS["gpu"]
     assert config.block_size == 256 and config.seeds >= 3

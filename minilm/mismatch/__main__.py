@@ -171,8 +171,8 @@ def launch_workers(count: int, argv: list[str], out_dir: Path, parts) -> int:
     If one fails, stop the others and print one line naming the job that failed."""
     package_root = str(Path(__file__).resolve().parents[2])  # the workers import this same minilm
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env_common = dict(os.environ, PYTHONPATH=python_path, WORLD_SIZE=str(count), LOCAL_WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(free_port()), **{WORKER_ENV: "1"})
+    env_common = dict(os.environ, PYTHONPATH=python_path, WORLD_SIZE=str(count), LOCAL_WORLD_SIZE=str(count),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), **{WORKER_ENV: "1"})
     workers = []
     for rank in range(count):
         env = dict(env_common, RANK=str(rank), LOCAL_RANK=str(rank))
