@@ -11,6 +11,7 @@ import os
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minilm import mismatch
@@ -94,7 +95,7 @@ def test_report_sections_are_numbered_from_the_registry(serial_run):
     assert report["experiments"] == [e.name for e in registry.EXPERIMENTS]
     # the job count: one part per job, as each experiment declares them
     parts = sorted(p.stem for p in (out_dir / "parts").glob("*.json"))
-    assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + (4 + 1) + 2 + 2
+    assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + 2 + (4 + 1) + 2 + 2
 
 
 def test_a_selected_experiment_runs_with_its_prerequisite_only(tmp_path, serial_run, monkeypatch):
@@ -248,3 +249,47 @@ def test_unknown_experiment_is_refused(tmp_path, capsys, monkeypatch):
     line = refused(MICRO + ["--experiments", "matrix,attention", "--out", str(tmp_path / "o")], capsys, monkeypatch)
     assert "--experiments" in line and "'attention'" in line and "matrix" in line
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The counting baseline
+# ----------------------------------------------------------------------------------------------
+
+
+def test_ngram_scores_each_window_on_its_own():
+    """window_bits_per_byte equals -log2 P summed by hand with KneserNeyLM.prob, the context of each
+    target being only the bytes before it in its own window (the first target has one byte)."""
+    from tolerances import TOL, max_error
+
+    from minilm.mismatch.experiments.ngram import window_bits_per_byte
+    from minilm.ngram import KneserNeyLM
+
+    rng = np.random.default_rng(0)
+    lm = KneserNeyLM(3, vocab_size=8).fit(rng.integers(0, 8, size=400))
+    windows = rng.integers(0, 8, size=(5, 7))  # (W, T+1)
+    bits = [-np.log2(lm.prob(list(w[:i]), int(w[i]))) for w in windows for i in range(1, len(w))]
+    assert max_error(window_bits_per_byte(lm, windows), np.mean(bits)) <= TOL["fast_path_float64"]
+    # one long text would give the first target of each window the previous window as context
+    joined = -np.log2(np.exp(-lm.nats(windows.reshape(-1), start=0))).reshape(5, 7)[:, 1:].mean()
+    assert max_error(window_bits_per_byte(lm, windows), joined) > TOL["fast_path_float64"]
+
+
+def test_the_report_carries_the_baseline_in_every_specialist_table(serial_run):
+    out_dir, report = serial_run
+    ngram = report["ngram"]
+    names = list(report["domains"])
+    assert ngram["order"] == 6 and set(ngram["matrix"]) == set(names)
+    for e in names:
+        assert ngram["specialist"][e] == ngram["matrix"][e][e]
+        assert ngram["neural_over_ngram"][e] == pytest.approx(report["matrix"][e][e] / ngram["matrix"][e][e])
+        assert ngram["ratio"][e][e] == pytest.approx(1.0)
+    text = (out_dir / "report.md").read_text()
+    for section in text.split("\n## ")[1:6]:  # matrix, baseline, mixing, transfer, LSTM
+        assert "6-gram" in section, section[:40]
+    assert "Off domain, counting pays" in text
+
+
+@pytest.mark.parametrize("order", ["0", "9"])
+def test_ngram_order_outside_1_to_8_is_refused(order, tmp_path, capsys, monkeypatch):
+    line = refused(MICRO + ["--ngram-order", order, "--out", str(tmp_path / "o")], capsys, monkeypatch)
+    assert "--ngram-order" in line and order in line

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the pair for transfer/forgetting and LSTM vs GPT (default: shakespeare,bible)")
     parser.add_argument("--seeds", type=int, help="seeds for the matrix (default: the preset's)")
     parser.add_argument("--steps", type=int, help="training steps per model (default: the preset's)")
+    parser.add_argument("--ngram-order", type=int, help="N of the Kneser-Ney baseline, 1..8 (default: the preset's, 6)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's; 0 = PyTorch's choice)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -68,6 +69,8 @@ def config_from_args(args) -> MismatchConfig:
         overrides["steps"] = args.steps
     if args.threads is not None:
         overrides["threads"] = args.threads
+    if args.ngram_order is not None:
+        overrides["ngram_order"] = args.ngram_order
     return replace(PRESETS[args.preset], **overrides)
 
 

@@ -38,6 +38,8 @@ class MismatchConfig:
     bpe_vocab_size: int = 1024
     bpe_train_bytes: int = 1_000_000  # BPE is trained on the first this-many bytes of each training split
     bpe_eval_bytes: int = 100_000  # bytes per token is measured on the first this-many validation bytes
+    ngram_order: int = 6  # the Kneser-Ney counting baseline: N of the n-gram
+    ngram_train_bytes: int = 0  # the n-gram counts the first this-many bytes of each training split; 0 = all
     device: str = "auto"
     threads: int = 1  # torch CPU threads; 1 keeps tiny models fast on a busy laptop, 0 = PyTorch's choice
 
@@ -46,6 +48,7 @@ class MismatchConfig:
                     "eval_windows", "curve_points", "position_windows", "seeds", "bpe_train_bytes", "bpe_eval_bytes")
         rules = {name: ("int", 1) for name in positive}
         rules.update(warmup_steps=("int", 0), threads=("int", 0), bpe_vocab_size=("int", 257),
+                     ngram_order=("choice", tuple(range(1, 9))), ngram_train_bytes=("int", 0),
                      lr=("open_number", 0.0, None), min_lr=("number", 0.0, None), device=("str",), preset=("str",))
         validate_config(self, rules, name_of=flag)
         if any(not 0.0 <= r < 1.0 for r in self.replay_fractions) or 0.0 not in self.replay_fractions:
@@ -63,7 +66,7 @@ PRESETS: dict[str, MismatchConfig] = {
     "micro": MismatchConfig(preset="micro", n_layer=1, n_head=2, n_embd=32, block_size=32, steps=20,
                             batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_windows=8,
                             curve_points=2, position_windows=32, seeds=2, bpe_vocab_size=300, bpe_train_bytes=20_000,
-                            bpe_eval_bytes=5_000),
+                            bpe_eval_bytes=5_000, ngram_train_bytes=50_000),
     # The README's first look: all six domains, three seeds, minutes on a 2-core laptop CPU.
     "cpu-quick": MismatchConfig(preset="cpu-quick"),
     # The same grid, bigger: for a GPU (a few minutes per model).

@@ -46,3 +46,29 @@ def save(fig, plt, out_dir: Path, name: str, written: list[str]) -> None:
     plt.close(fig)
     os.replace(temporary, out_dir / name)
     written.append(name)
+
+
+def ratio_heatmap(fig, ax, ratio: dict, names: list[str], title: str, vmax: float | None = None):
+    """ratio[trained_on][evaluated_on] (1 on the diagonal) on a logarithmic colour scale, so that a
+    cell at x1.1 and one at x3 both read, and the colour bar says "x"."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
+
+    values = np.array([[ratio[t][e] for e in names] for t in names])  # (N, N), >= about 1
+    low, high = max(values.min(), 1e-3), max(vmax or values.max(), values.min() * 1.01)
+    image = ax.imshow(values, cmap="magma_r", norm=LogNorm(vmin=low, vmax=high))
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    middle = np.sqrt(low * high)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"x{values[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if values[i, j] < middle else "white")
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained on")
+    ax.set_title(title)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    times = FuncFormatter(lambda value, _: f"x{value:.2f}")
+    bar.ax.yaxis.set_major_formatter(times)
+    bar.ax.yaxis.set_minor_formatter(times)
+    return image

@@ -20,7 +20,7 @@ from types import ModuleType
 
 from minilm.cli import UserError
 
-from . import lstm_vs_gpt, matrix, mixing, tokenizers, transfer
+from . import lstm_vs_gpt, matrix, mixing, ngram, tokenizers, transfer
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("matrix", "How much worse is a model on text unlike its training text? One GPT per domain "
                "(seeds x domains models), each scored on every domain.", (), matrix,
                {"micro": 0.05, "cpu-quick": 5.7, "gpu": 36}),
+    Experiment("ngram", "How do the networks compare with counting? An interpolated Kneser-Ney n-gram per "
+               "domain on the same bytes: its own matrix, and GPT / n-gram per domain (domains n-grams, no model)",
+               ("matrix",), ngram, {"micro": 0.1, "cpu-quick": 1, "gpu": 1}),
     Experiment("mixing", "Does one model trained on all domains at once (equal and size-proportional weights) "
                "close the gap, and at what price in domain? (2 models)", ("matrix",), mixing,
                {"micro": 0.01, "cpu-quick": 0.6, "gpu": 4}),
@@ -107,3 +110,17 @@ def markdown_list() -> str:
         minutes = " | ".join(f"{e.minutes[p]:g}" for p in presets)
         rows.append(f"| {number} | `{e.name}` | {e.title} | {', '.join(e.requires) or '–'} | {minutes} |")
     return "\n".join(rows)
+
+
+DOCS_BEGIN, DOCS_END = "<!-- the registry's table: begin -->", "<!-- the registry's table: end -->"
+
+
+def update_docs(path) -> None:
+    """Rewrite the registry's table in docs/experiments.md (between the two markers) from EXPERIMENTS:
+    `python -c "from minilm.mismatch.experiments import update_docs; update_docs('docs/experiments.md')"`."""
+    from pathlib import Path
+
+    page = Path(path).read_text()
+    before, rest = page.split(DOCS_BEGIN)
+    _, after = rest.split(DOCS_END)
+    Path(path).write_text(f"{before}{DOCS_BEGIN}\n{markdown_list()}\n{DOCS_END}{after}")

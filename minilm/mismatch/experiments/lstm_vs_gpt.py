@@ -129,6 +129,11 @@ def write_section(report: dict, number: int, figures: list[str]) -> str:
         r = lg["models"][kind]
         rows.append([kind.upper(), f"{r['params']:,}", fmt(r["in_domain"]), fmt(r["off_domain_mean"])]
                     + [fmt(r["bpb"][e]) for e in names])
+    if "ngram" in report:
+        counted = report["ngram"]["matrix"][d]
+        off = float(np.mean([counted[e] for e in names if e != d]))
+        rows.append([f"KN {report['ngram']['order']}-gram", "(counts)", fmt(counted[d]), fmt(off)]
+                    + [fmt(counted[e]) for e in names])
     say(markdown_table(header, rows) + "\n")
     buckets = lg["position_buckets"]
     rows = [[kind.upper()] + [fmt(v, 2) for v in lg["models"][kind]["bits_by_bucket"]] for kind in ("gpt", "lstm")]

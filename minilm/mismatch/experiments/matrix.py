@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..figures import heatmap, save
+from ..figures import ratio_heatmap, save
 from ..grid import Grid, Job
 from ..report import matrix_table
 
@@ -82,10 +82,13 @@ def write_section(report: dict, number: int, figures: list[str]) -> str:
     say(f"## {number}. Cross-domain matrix (mean over {seeds} seed{'s' if seeds > 1 else ''})\n")
     say("Rows: the domain a model was trained on; columns: the domain it is scored on. "
         "Bits per byte, lower is better; the lowest of each column in bold.\n")
-    say(matrix_table(report["matrix"], names, bold_min=True) + "\n")
+    counting = {f"KN {report['ngram']['order']}-gram, counted on the column": report["ngram"]["specialist"]} \
+        if "ngram" in report else None
+    say(matrix_table(report["matrix"], names, bold_min=True, extra_rows=counting) + "\n")
     if "matrix.png" in figures:
         say("![cross-domain matrix](matrix.png)\n")
-    say("Off-domain cost: each cell divided by the column's in-domain specialist (1.00 on the diagonal).\n")
+    say("Off-domain cost: each cell divided by the column's in-domain specialist (1.00 on the diagonal; the "
+        "picture shows these on a logarithmic colour scale).\n")
     say(matrix_table(report["ratio"], names, digits=2) + "\n")
     if seeds > 1:
         say(f"Spread: standard deviation over the {seeds} seeds.\n")
@@ -124,9 +127,6 @@ def figures(report: dict, out_dir: Path, plt) -> list[str]:
     names = list(report["domains"])
     written = []
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 0.9 * len(names) + 1.8))
-    image = heatmap(ax, report["matrix"], names, names, "bits per byte (rows: trained on, columns: evaluated on)")
-    ax.set_xlabel("evaluated on")
-    ax.set_ylabel("trained on")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    ratio_heatmap(fig, ax, report["ratio"], names, "off-domain cost: cell / column's specialist (log colour)")
     save(fig, plt, out_dir, "matrix.png", written)
     return written

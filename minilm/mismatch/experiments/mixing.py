@@ -69,6 +69,10 @@ def write_section(report: dict, number: int, figures: list[str]) -> str:
     for kind in KINDS:
         bpb = mix["bpb"][kind]
         rows.append([f"mixed, {kind} weights"] + [fmt(bpb[e]) for e in names] + [fmt(np.mean(list(bpb.values())))])
+    if "ngram" in report:
+        counted = report["ngram"]["specialist"]
+        rows.append([f"KN {report['ngram']['order']}-gram (in-domain)"] + [fmt(counted[e]) for e in names]
+                    + [fmt(np.mean([counted[e] for e in names]))])
     off = {e: float(np.mean([report["matrix"][t][e] for t in names if t != e])) for e in names}
     rows.append(["other specialists (mean)"] + [fmt(off[e]) for e in names] + [fmt(np.mean(list(off.values())))])
     say(markdown_table(["model \\ evaluated on"] + names + ["mean"], rows) + "\n")

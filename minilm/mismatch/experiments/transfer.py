@@ -90,6 +90,10 @@ def write_section(report: dict, number: int, figures: list[str]) -> str:
                      percent(s["a_rise_fraction_of_gap"]), percent(s["forgetting_removed"]) if s["replay"] > 0 else "–",
                      f"{s['b_vs_scratch']:+.3f}"])
     rows.append([f"{b} from scratch", fmt(tr["scratch"]["final"][a]), fmt(tr["scratch"]["final"][b]), "", "", "", ""])
+    if "ngram" in report:
+        counted = report["ngram"]["specialist"]
+        rows.append([f"KN {report['ngram']['order']}-gram specialists", fmt(counted[a]), fmt(counted[b]),
+                     "", "", "", ""])
     say(markdown_table(["replay of " + a, f"{a} bpb", f"{b} bpb", f"{a} rise", "rise / gap", "forgetting removed",
                         f"{b} vs scratch"], rows) + "\n")
     for name in FIGURES:
