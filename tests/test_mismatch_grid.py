@@ -284,8 +284,9 @@ def test_the_report_carries_the_baseline_in_every_specialist_table(serial_run):
         assert ngram["neural_over_ngram"][e] == pytest.approx(report["matrix"][e][e] / ngram["matrix"][e][e])
         assert ngram["ratio"][e][e] == pytest.approx(1.0)
     text = (out_dir / "report.md").read_text()
-    for section in text.split("\n## ")[1:6]:  # matrix, baseline, mixing, transfer, LSTM
-        assert "6-gram" in section, section[:40]
+    sections = {section.split(". ", 1)[1].split(" ")[0]: section for section in text.split("\n## ")[1:-1]}
+    for title in ("Cross-domain", "Counting", "Mixed-domain", "Transfer", "LSTM"):
+        assert "6-gram" in sections[title], title
     assert "Off domain, counting pays" in text
 
 
@@ -293,3 +294,46 @@ def test_the_report_carries_the_baseline_in_every_specialist_table(serial_run):
 def test_ngram_order_outside_1_to_8_is_refused(order, tmp_path, capsys, monkeypatch):
     line = refused(MICRO + ["--ngram-order", order, "--out", str(tmp_path / "o")], capsys, monkeypatch)
     assert "--ngram-order" in line and order in line
+
+
+# ----------------------------------------------------------------------------------------------
+# Generalisation along training
+# ----------------------------------------------------------------------------------------------
+
+
+def test_curves_fit_and_rank_a_hand_made_case():
+    """Three domains, 2 seeds, evaluations at steps 0, 25, 50, 75, 100. Off-domain = 2 * in-domain + k
+    for each pair (k its own), so every fit is slope 2, offset k; the costs keep their order, so
+    the rank correlation of the costs at step 25 (nearest 25%) and at the end is 1."""
+    from tolerances import TOL, max_error
+
+    from minilm.mismatch.experiments import curves
+    from minilm.mismatch.experiments.matrix import specialist_key
+
+    names = ["a", "b", "c"]
+    steps = [0, 25, 50, 75, 100]
+    offsets = {("a", "b"): 0.1, ("a", "c"): 0.5, ("b", "a"): 0.2, ("b", "c"): 0.9, ("c", "a"): 0.3, ("c", "b"): 0.7}
+    parts = {}
+    for seed, shift in ((0, -0.01), (1, 0.01)):  # the seeds' mean removes the shift
+        for t in names:
+            inside = [5.0 - 0.02 * s + shift for s in steps]
+            curve = {"step": steps, t: inside}
+            curve.update({e: [2 * x + offsets[t, e] for x in inside] for e in names if e != t})
+            parts[specialist_key(t, seed)] = {"result": {"curve": curve}}
+    grid = types.SimpleNamespace(names=names, config=types.SimpleNamespace(seeds=2, curve_windows=4))
+    cv = curves.summarise(grid, parts, {})["curves"]
+    for (t, e), k in offsets.items():
+        assert max_error([cv["fit"][t][e]["slope"], cv["fit"][t][e]["offset"]], [2.0, k]) <= TOL["forward_float64"]
+    assert cv["early_step"] == 25
+    expected = (2 * (5.0 - 0.5) + offsets["a", "b"]) / (5.0 - 0.5)  # a on b over b's specialist at step 25
+    assert max_error(cv["cost_early"]["a"]["b"], expected) <= TOL["forward_float64"]
+    assert cv["spearman_early_vs_end"] == pytest.approx(1.0)
+
+
+def test_the_report_has_the_curves(serial_run):
+    out_dir, report = serial_run
+    cv = report["curves"]
+    assert cv["step"][0] == 0 and cv["step"][-1] == report["config"]["steps"]
+    assert len(cv["step"]) == report["config"]["curve_points"] + 1
+    assert set(cv["fit"]["shakespeare"]) == {"bible"}
+    assert "Generalisation along training" in (out_dir / "report.md").read_text()

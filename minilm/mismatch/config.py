@@ -30,7 +30,8 @@ class MismatchConfig:
     warmup_steps: int = 30
     # evaluation: at most this many fixed windows of block_size bytes per domain
     eval_windows: int = 256
-    curve_points: int = 10  # evaluations along each transfer run (plus one before it starts)
+    curve_points: int = 10  # evaluations along each transfer run and each specialist (plus one before it starts)
+    curve_windows: int = 32  # windows per domain at each evaluation along a specialist's training
     position_windows: int = 2048  # loss by position: a position is one byte per window, so it needs many windows
     # the experiments
     seeds: int = 3
@@ -45,7 +46,8 @@ class MismatchConfig:
 
     def __post_init__(self):
         positive = ("n_layer", "n_head", "n_embd", "block_size", "lstm_layers", "steps", "batch_size",
-                    "eval_windows", "curve_points", "position_windows", "seeds", "bpe_train_bytes", "bpe_eval_bytes")
+                    "eval_windows", "curve_points", "curve_windows", "position_windows", "seeds", "bpe_train_bytes",
+                    "bpe_eval_bytes")
         rules = {name: ("int", 1) for name in positive}
         rules.update(warmup_steps=("int", 0), threads=("int", 0), bpe_vocab_size=("int", 257),
                      ngram_order=("choice", tuple(range(1, 9))), ngram_train_bytes=("int", 0),
@@ -64,7 +66,7 @@ class MismatchConfig:
 PRESETS: dict[str, MismatchConfig] = {
     # For the CI test: seconds. Two seeds so that spreads exist.
     "micro": MismatchConfig(preset="micro", n_layer=1, n_head=2, n_embd=32, block_size=32, steps=20,
-                            batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_windows=8,
+                            batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_windows=8, curve_windows=4,
                             curve_points=2, position_windows=32, seeds=2, bpe_vocab_size=300, bpe_train_bytes=20_000,
                             bpe_eval_bytes=5_000, ngram_train_bytes=50_000),
     # The README's first look: all six domains, three seeds, minutes on a 2-core laptop CPU.
@@ -72,6 +74,7 @@ PRESETS: dict[str, MismatchConfig] = {
     # The same grid, bigger: for a GPU (a few minutes per model).
     "gpu": MismatchConfig(preset="gpu", n_layer=6, n_head=6, n_embd=384, block_size=256, lstm_layers=2,
                           steps=3000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                          eval_windows=512, curve_points=15, position_windows=4096, seeds=3, bpe_vocab_size=1024,
+                          eval_windows=512, curve_points=15, curve_windows=128, position_windows=4096, seeds=3,
+                          bpe_vocab_size=1024,
                           bpe_train_bytes=2_000_000, bpe_eval_bytes=100_000, threads=0),
 }

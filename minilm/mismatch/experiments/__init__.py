@@ -20,7 +20,7 @@ from types import ModuleType
 
 from minilm.cli import UserError
 
-from . import lstm_vs_gpt, matrix, mixing, ngram, tokenizers, transfer
+from . import curves, lstm_vs_gpt, matrix, mixing, ngram, tokenizers, transfer
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("ngram", "How do the networks compare with counting? An interpolated Kneser-Ney n-gram per "
                "domain on the same bytes: its own matrix, and GPT / n-gram per domain (domains n-grams, no model)",
                ("matrix",), ngram, {"micro": 0.1, "cpu-quick": 1, "gpu": 1}),
+    Experiment("curves", "Is the mismatch pattern an artefact of under-training? Every specialist scored on "
+               "every domain along its training: off- against in-domain loss per pair, and the pattern early vs "
+               "at the end (no model of its own: recorded while the matrix trains)", ("matrix",), curves,
+               {"micro": 0, "cpu-quick": 0.5, "gpu": 2}),
     Experiment("mixing", "Does one model trained on all domains at once (equal and size-proportional weights) "
                "close the gap, and at what price in domain? (2 models)", ("matrix",), mixing,
                {"micro": 0.01, "cpu-quick": 0.6, "gpu": 4}),

@@ -6,7 +6,9 @@ mean, the spread, and which gaps to the column's in-domain specialist exceed tha
 seeds' ranges of the two cells do not overlap).
 
 Jobs: seeds x domains specialists. The seed-0 specialists are the models other experiments start
-from (`specialist_key`).
+from (`specialist_key`). Each specialist is also scored on every domain along its training (at step
+0 and every steps / curve_points steps, on `curve_windows` windows per domain: training's own
+evaluation, which does not change the training) for the `curves` experiment.
 """
 from __future__ import annotations
 
@@ -24,10 +26,22 @@ def specialist_key(domain: str, seed: int = 0) -> str:
 
 
 def jobs(grid: Grid) -> list[Job]:
+    c = grid.config
+    corpus_names = {name: d.corpus_name for name, d in grid.domains.items()}
+    distinct = len(set(corpus_names.values())) == len(corpus_names)  # training reports scores by file stem
+
     def specialist(domain: str, seed: int) -> Job:
         def run(grid: Grid):
-            trained = grid.train(grid.train_config(domain, seed))
-            return {"bpb": grid.score_all(trained.model), "params": trained.model.num_params()}, trained
+            others = [d.spec for name, d in grid.domains.items() if name != domain] if distinct else []
+            config = grid.train_config(domain, seed, eval_extra=others, eval_windows=c.curve_windows,
+                                       eval_interval=max(1, c.steps // c.curve_points))
+            trained = grid.train(config)
+            curve = None
+            if distinct:
+                curve = {"step": [r["step"] for r in trained.history]}
+                curve.update({name: [r["val_bpb_by_corpus"][corpus_names[name]] for r in trained.history]
+                              for name in grid.names})
+            return {"bpb": grid.score_all(trained.model), "params": trained.model.num_params(), "curve": curve}, trained
 
         return Job(specialist_key(domain, seed), f"specialist {domain} (seed {seed})", run)
 
