@@ -171,6 +171,8 @@ def test_two_processes_give_every_number_of_one(tmp_path, serial_run, capsys):
     assert mismatch.main(MICRO + ["--out", str(out_dir), "--jobs", "2"]) == 0
     report = json.loads((out_dir / "report.json").read_text())
     assert report["ranks"] == 2
+    written_by = [json.loads(p.read_text())["rank"] for p in (out_dir / "parts").glob("*.json")]
+    assert sorted(set(written_by)) == [0, 1] and abs(written_by.count(0) - written_by.count(1)) <= 1
     assert numbers(report) == numbers(serial_run[1])
     assert (out_dir / "report.md").read_text().split("## 1.")[1] == \
         (serial_run[0] / "report.md").read_text().split("## 1.")[1]

@@ -50,7 +50,8 @@ class Parts:
     def done(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def write(self, key: str, label: str, result: dict, step_seconds: list, model=None, model_spec=None) -> None:
+    def write(self, key: str, label: str, result: dict, step_seconds: list, model=None, model_spec=None,
+              rank: int = 0) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if model is not None:
             import io
@@ -58,7 +59,7 @@ class Parts:
             buffer = io.BytesIO()
             torch.save({name: t.detach().cpu() for name, t in model.state_dict().items()}, buffer)
             write_atomic(self.folder / f"{key}.pt", buffer.getvalue())
-        part = {"key": key, "label": label, "fingerprint": self.fingerprint, "model": model_spec,
+        part = {"key": key, "label": label, "rank": rank, "fingerprint": self.fingerprint, "model": model_spec,
                 "result": result, "step_seconds": list(step_seconds)}
         write_atomic(self.path(key), (json.dumps(part, allow_nan=True) + "\n").encode())
 

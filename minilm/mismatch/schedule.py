@@ -75,7 +75,7 @@ def run_jobs(grid: Grid, jobs: list[Job], parts: Parts, rank: int = 0, world: in
             keep = trained is not None and job.key in needed
             spec = {"kind": trained.config.model, "args": trained.config.model_args} if keep else None
             parts.write(job.key, job.label, result, grid.step_seconds, model=trained.model if keep else None,
-                        model_spec=spec)
+                        model_spec=spec, rank=rank)
             if progress is not None:
                 progress.update(count_done(parts, jobs) - progress.n)
         if rank != 0:
