@@ -339,3 +339,16 @@ def test_the_report_has_the_curves(serial_run):
     assert len(cv["step"]) == report["config"]["curve_points"] + 1
     assert set(cv["fit"]["shakespeare"]) == {"bible"}
     assert "Generalisation along training" in (out_dir / "report.md").read_text()
+
+
+def test_cpu_preset_lies_between_cpu_quick_and_gpu_and_fits_every_bundled_corpus():
+    """The cpu preset is not run in CI; its pieces are checked: a budget between cpu-quick's and
+    gpu's, a context long enough for a loss-by-position bucket beyond 8-15, and every bundled
+    corpus holds windows of that context in both splits."""
+    presets = mismatch.PRESETS
+    cpu = presets["cpu"]
+    assert presets["cpu-quick"].tokens_per_model() < cpu.tokens_per_model() < presets["gpu"].tokens_per_model()
+    assert cpu.block_size > 16 and cpu.seeds == 3
+    for name, spec in mismatch.choose_domains(None, {}).items():
+        mismatch.check_corpus_size(name, spec, cpu.block_size)
+    assert all("cpu" in e.minutes for e in registry.EXPERIMENTS)

@@ -71,6 +71,11 @@ PRESETS: dict[str, MismatchConfig] = {
                             bpe_eval_bytes=5_000, ngram_train_bytes=50_000),
     # The README's first look: all six domains, three seeds, minutes on a 2-core laptop CPU.
     "cpu-quick": MismatchConfig(preset="cpu-quick"),
+    # A credible CPU run, sized for about an hour on 2 cores with --jobs 2 (docs/experiments.md says how):
+    # the size of `make demo`'s model, a context long enough for the loss to keep falling past 8 bytes.
+    "cpu": MismatchConfig(preset="cpu", n_layer=4, n_head=4, n_embd=128, block_size=128, steps=700, batch_size=16,
+                          lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_windows=256, curve_points=8, curve_windows=32,
+                          position_windows=2048, seeds=3),
     # The same grid, bigger: for a GPU (a few minutes per model).
     "gpu": MismatchConfig(preset="gpu", n_layer=6, n_head=6, n_embd=384, block_size=256, lstm_layers=2,
                           steps=3000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup_steps=100,
