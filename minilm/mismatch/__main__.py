@@ -196,7 +196,12 @@ def launch_workers(count: int, argv: list[str], out_dir: Path, parts) -> int:
             w.wait()
     if failed is not None:
         failures = parts.failures()
-        what = failures[0]["error"] if failures else f"worker {failed} stopped with status {workers[failed].returncode}"
+        if failures:
+            what = failures[0]["error"]
+        else:
+            code, job = workers[failed].returncode, parts.running(failed)
+            how = f"was killed by signal {-code}" if code < 0 else f"stopped with status {code}"
+            what = f"worker {failed} {how}" + (f" while running {job!r}" if job else " before its first job")
         print(f"minilm.mismatch: error: {what}; finished parts are kept in {parts.folder}", file=sys.stderr)
         return 2
     import json

@@ -19,7 +19,8 @@ import torch
 
 from minilm.cli import UserError
 
-FAILED_SUFFIX = ".failed.json"  # a rank that fails writes rankN.failed.json: the job and the error
+FAILED_SUFFIX = ".failed"  # a rank that fails writes rankN.failed (JSON): the job and the error
+RUNNING_SUFFIX = ".running"  # rankN.running (JSON): the job rank N is running now
 
 
 def fingerprint(config, domains: dict, pair: tuple) -> str:
@@ -109,5 +110,16 @@ class Parts:
         write_atomic(self.folder / f"rank{rank}{FAILED_SUFFIX}", (json.dumps(payload) + "\n").encode())
 
     def clear_failures(self) -> None:
-        for path in self.folder.glob(f"rank*{FAILED_SUFFIX}"):
-            path.unlink(missing_ok=True)
+        for pattern in (f"rank*{FAILED_SUFFIX}", f"rank*{RUNNING_SUFFIX}"):
+            for path in self.folder.glob(pattern):
+                path.unlink(missing_ok=True)
+
+    def write_running(self, rank: int, label: str) -> None:
+        """Note which job `rank` is running, so that a rank killed from outside can be named."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / f"rank{rank}{RUNNING_SUFFIX}", (json.dumps({"label": label}) + "\n").encode())
+
+    def running(self, rank: int) -> str | None:
+        """The label of the job `rank` was running last, if it noted one."""
+        path = self.folder / f"rank{rank}{RUNNING_SUFFIX}"
+        return json.loads(path.read_text())["label"] if path.is_file() else None

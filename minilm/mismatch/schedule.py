@@ -61,6 +61,7 @@ def run_jobs(grid: Grid, jobs: list[Job], parts: Parts, rank: int = 0, world: in
                 wait_for(parts, [key], progress, jobs)
             if progress is not None:
                 progress.set_description(job.label)
+            parts.write_running(rank, job.label)
             grid.step_seconds = []
             try:
                 result, trained = job.run(grid)
