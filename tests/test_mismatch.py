@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 
 import pytest
 import torch
@@ -33,15 +32,23 @@ def have_matplotlib() -> bool:
     return True
 
 
+def run_micro_once(tmp_path_factory):
+    """The whole grid at the micro preset, run once per test session (the modules that need it share
+    the folder); returns (out dir, report.json, exit code)."""
+    out_dir = tmp_path_factory.getbasetemp() / "mismatch-micro" / "report"
+    done = out_dir.parent / "exit_code"
+    if not done.is_file():
+        code = mismatch.main(["--preset", "micro", "--domains", ",".join(MICRO_DOMAINS), "--out", str(out_dir)])
+        done.write_text(str(code))
+    code = int(done.read_text())
+    report = json.loads((out_dir / "report.json").read_text()) if code == 0 else None
+    return out_dir, report, code
+
+
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
-    """Run the whole grid once at the micro preset; returns (out dir, report.json, exit code, seconds)."""
-    out_dir = tmp_path_factory.mktemp("mismatch") / "report"
-    started = time.time()
-    code = mismatch.main(["--preset", "micro", "--domains", ",".join(MICRO_DOMAINS), "--out", str(out_dir)])
-    seconds = time.time() - started
-    report = json.loads((out_dir / "report.json").read_text()) if code == 0 else None
-    return out_dir, report, code, seconds
+    """Run the whole grid once at the micro preset; returns (out dir, report.json, exit code)."""
+    return run_micro_once(tmp_path_factory)
 
 
 def walk(value, path="report"):
@@ -63,7 +70,7 @@ def walk(value, path="report"):
 
 @pytest.mark.slow
 def test_micro_grid_writes_a_complete_report(micro_run):
-    out_dir, report, code, seconds = micro_run
+    out_dir, report, code = micro_run
     assert code == 0
     assert (out_dir / "report.md").is_file() and (out_dir / "report.json").is_file()
 
@@ -112,7 +119,7 @@ def test_micro_grid_writes_a_complete_report(micro_run):
 
 @pytest.mark.slow
 def test_micro_grid_numbers_are_finite(micro_run):
-    _, report, code, _ = micro_run
+    _, report, code = micro_run
     assert code == 0
     numbers = 0
     for path, leaf in walk(report):
@@ -128,7 +135,7 @@ def test_micro_grid_numbers_are_finite(micro_run):
 
 @pytest.mark.slow
 def test_micro_grid_markdown_and_pictures(micro_run):
-    out_dir, report, code, _ = micro_run
+    out_dir, report, code = micro_run
     assert code == 0
     text = (out_dir / "report.md").read_text()
     for heading in ("## 1. Cross-domain matrix", "## 2. Counting baseline", "## 3. Generalisation along training",
@@ -148,7 +155,7 @@ def test_micro_grid_markdown_and_pictures(micro_run):
 
 @pytest.mark.slow
 def test_without_matplotlib_tables_are_written_with_a_note(micro_run, tmp_path, monkeypatch):
-    _, report, code, _ = micro_run
+    _, report, code = micro_run
     assert code == 0
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_mismatch import run_micro_once
 
 from minilm import mismatch
 from minilm.cli import UserError
@@ -43,10 +44,11 @@ def numbers(report: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def serial_run(tmp_path_factory):
-    """The micro grid on two domains, one process: (out dir, report.json)."""
-    out_dir = tmp_path_factory.mktemp("serial") / "report"
-    assert mismatch.main(MICRO + ["--out", str(out_dir)]) == 0
-    return out_dir, json.loads((out_dir / "report.json").read_text())
+    """The micro grid on two domains, one process (run once per session, shared with test_mismatch):
+    (out dir, report.json)."""
+    out_dir, report, code = run_micro_once(tmp_path_factory)
+    assert code == 0
+    return out_dir, report
 
 
 def count_training(monkeypatch) -> list:
