@@ -164,3 +164,52 @@ def test_describe_says_when_torch_sees_no_gpu(tmp_path, monkeypatch):
     status = module.main(["describe", "--json", str(tmp_path / "info.json")])
     info = json.loads((tmp_path / "info.json").read_text())
     assert status == 1 and info["cuda_available"] is False and "gpu" not in info
+
+
+# ----------------------------------------------------------------------------------------------
+# bench/laptop_gpu.py: the estimates' formulas on hand-computed cases
+# ----------------------------------------------------------------------------------------------
+
+
+def load_laptop_gpu():
+    spec = importlib.util.spec_from_file_location("laptop_gpu", REPO_ROOT / "bench" / "laptop_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_flops_and_memory_formulas_on_a_hand_computed_case():
+    laptop = load_laptop_gpu()
+    # 6 N + 12 L T d with N=100, L=2, T=8, d=4: 600 + 768
+    assert laptop.training_flops_per_token(100, n_layer=2, block_size=8, n_embd=4) == 1368
+    # 32 L T B d + 6 T B V with L=1, T=2, B=3, d=4, V=5: 768 + 180; dropout adds 2 T B d per layer
+    assert laptop.activation_bytes(1, block_size=2, batch_size=3, n_embd=4, vocab_size=5, dropout=False) == 948
+    assert laptop.activation_bytes(1, block_size=2, batch_size=3, n_embd=4, vocab_size=5, dropout=True) == 996
+    assert laptop.weights_and_optimizer_bytes(1000) == 16000
+    model = laptop.ModelShape("hand", n_layer=2, n_embd=4, block_size=8, batch_size=3, steps=10, vocab_size=5,
+                              dropout=0.0, params=1000, non_embedding_params=100)
+    row = laptop.estimate(model, tflops=1e-6, mfu=0.5, context_gib=0.0, memory_gib=1.0)
+    # 240 tokens x 1368 FLOPs at 0.5 MFLOP/s; 16000 + 2 x 32 x 8 x 3 x 4 + 6 x 8 x 3 x 5 bytes per process
+    assert row["minutes"] == pytest.approx(240 * 1368 / 0.5e6 / 60)
+    assert row["per_process_gib"] * 2**30 == pytest.approx(16000 + 6144 + 720)
+    assert row["ranks_in_memory"] == 2**30 // (16000 + 6144 + 720)
+
+
+def test_the_calculator_takes_mfu_and_peak_memory_from_a_gpu_run(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"summary": {"gpu": "Fake GPU", "mfu_percent_compiled": 12.0,
+                                               "peak_cuda_mib_compiled": 3072.0}}))
+    laptop = load_laptop_gpu()
+    assert laptop.main(["--results", str(results), "--context-gib", "1", "--memory-gib", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "MFU 12% (measured on Fake GPU by bench/gpu.sh)" in out
+    small = next(line for line in out.splitlines() if line.startswith("gpu-small"))
+    assert small.split()[-3:-1] == ["4.00", "2"]  # 3 GiB measured + 1 GiB context; 2 fit in 8 GiB
+    assert "gpu-small: measured" in out and "mismatch gpu: one GPT: estimate" in out
+
+
+def test_the_calculator_refuses_a_bad_flag_in_one_line(capsys):
+    assert load_laptop_gpu().main(["--mfu", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err == "bench/laptop_gpu.py: error: --mfu: expected a fraction in (0, 1], got 1.5\n"
