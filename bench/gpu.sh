@@ -49,7 +49,8 @@ for part in "${parts[@]}"; do
     fi
 done
 
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute, then run from the repository root
+cd "$(dirname "$0")/.." || exit 2
 rm -f "$OUT/parts.tsv" "$OUT/budgets.tsv" "$OUT/results.json"
 planned=0
 for part in "${parts[@]}" merge; do
