@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import os
 import platform
@@ -124,6 +125,8 @@ def summarise(results: dict) -> dict:
     tests = results.get("tests", {}).get("test_cuda") or {}
     return {
         "gpu": (results.get("torch_info") or {}).get("gpu") or (results.get("nvidia_smi") or {}).get("name"),
+        "commit": (results.get("torch_info") or {}).get("commit"), "date": results.get("date"),
+        "wall_seconds": results.get("wall_seconds"),
         "cuda_tests_passed": tests.get("passed"), "cuda_tests_failed": tests.get("failures"),
         "cuda_tests_errors": tests.get("errors"), "cuda_tests_skipped": tests.get("skipped"),
         "bf16_matmul_tflops": max(matmul_rates) if matmul_rates else None,
@@ -160,7 +163,9 @@ def merge(out: Path) -> tuple[dict, list[str]]:
         if name != "merge" and name not in parts:
             parts[name] = {"status": "did not run", "exit": None, "seconds": None, "budget_s": planned[name],
                            "log": None}
-    results = {"parts": parts, "budget_total_s": sum(planned.values()),
+    results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "parts": parts, "budget_total_s": sum(planned.values()),
+               "wall_seconds": sum(part["seconds"] for part in parts.values() if part["seconds"] is not None),
                "nvidia_smi": read_nvidia_smi(out / "nvidia_smi.log"),
                "torch_info": read_json(out / "torch_info.json", problems),
                "tests": {name: read_junit(out / f"{name}.xml", problems) for name in TEST_PARTS if name in parts}}

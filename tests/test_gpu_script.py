@@ -103,6 +103,8 @@ def test_a_clean_run_merges_every_figure_into_one_file_within_ten_minutes_of_bud
     assert summary["bf16_matmul_tflops"] == 500.0 and summary["seconds_to_target"] == 80.0
     assert summary["cuda_tests_passed"] == 14 and summary["cuda_tests_skipped"] == 1
     assert "every part ran clean" in done.stdout
+    assert summary["date"] == results["date"] and summary["wall_seconds"] == sum(
+        part["seconds"] for part in results["parts"].values())
     # the budgets are the script's own: every part's, plus the merge's, under ten minutes in all
     budgets = dict(line.split("\t") for line in (out / "budgets.tsv").read_text().splitlines())
     assert list(budgets) == [*DEFAULT_PARTS, "merge"]
