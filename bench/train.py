@@ -10,14 +10,20 @@ MFU compares the model's FLOP rate with a matmul FLOP rate measured in the same 
 device and threads:
     FLOPs per token = 6 N + 12 L T d      (N non-embedding parameters, L layers, T context, d width)
     MFU = tokens/s x FLOPs per token / (matmul FLOPs/s)
-The first --warmup-iters iterations are not timed; evaluation is never timed. Peak RSS is read
-before the matmul probe runs. On CUDA the loop waits for the GPU only every --log-interval steps
-(default 50 there, 1 elsewhere): waiting every step would stop the CPU from queueing the next
-step's kernels while the GPU works. The per-step times then add up to the wall time of the timed
-steps, as long as --eval-interval is a multiple of --log-interval.
+On CUDA the loop waits for the GPU only every --log-interval steps (default 50 there, 1
+elsewhere): waiting every step would stop the CPU from queueing the next step's kernels while the
+GPU works. The per-step times then add up to the wall time of the timed steps, as long as
+--eval-interval is a multiple of --log-interval. The first --warmup-iters steps are not timed (by
+default the first log interval, at least 10 steps: so on CUDA the timing starts right after a wait
+for the GPU, and no warm-up work leaks into it); evaluation is never timed. The matmul rate is bf16
+on CUDA (the dtype autocast computes in there), float32 elsewhere. Peak RSS and peak CUDA memory are
+read before the matmul probe allocates its matrices.
 
 --target-val-loss X reports the first evaluation whose validation loss is <= X: its step and the
 seconds since train() was called (data loading, compilation and evaluations included).
+
+Ctrl-C (SIGINT, as `timeout --signal=INT` sends) stops training after the current step; the figures
+of the steps done are still printed and written, with "interrupted": true.
 """
 from __future__ import annotations
 
@@ -75,7 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="nanogpt-cpu", help="training preset to time")
     parser.add_argument("--data", default="shakespeare", help="corpus name or path")
     parser.add_argument("--iters", type=int, default=200, help="optimizer steps to run")
-    parser.add_argument("--warmup-iters", type=int, default=10, help="first steps left out of the timing")
+    parser.add_argument("--warmup-iters", type=int, default=0,
+                        help="first steps left out of the timing (0 = the first log interval, at least 10)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -93,6 +100,7 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         log_interval = args.log_interval or (50 if device.type == "cuda" else 1)
+        warmup_iters = args.warmup_iters or log_interval * -(-10 // log_interval)  # 10 rounded up to a multiple
         eval_interval = args.eval_interval or args.iters
         if eval_interval % log_interval:
             raise UserError(f"--eval-interval: expected a multiple of --log-interval={log_interval}, "
@@ -105,8 +113,8 @@ def main(argv=None) -> int:
         if args.batch_size:
             overrides["batch_size"] = args.batch_size
         config = TrainConfig.from_preset(args.preset, data=args.data, **overrides)
-        if args.iters <= args.warmup_iters:
-            raise UserError(f"--iters: expected more than --warmup-iters={args.warmup_iters}, got {args.iters}")
+        if args.iters <= warmup_iters:
+            raise UserError(f"--iters: expected more than --warmup-iters={warmup_iters}, got {args.iters}")
     except UserError as error:
         print(f"bench/train.py: error: {error}", file=sys.stderr)
         return 2
@@ -115,11 +123,12 @@ def main(argv=None) -> int:
     result = train(config)
     wall_seconds = time.perf_counter() - started
     training_peak_rss = peak_rss_mib()  # before the matmul probe below allocates its matrices
+    training_peak_cuda = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     model = result.model
-    timed = result.step_seconds[args.warmup_iters:]  # one entry per step
+    timed = result.step_seconds[warmup_iters:]  # one entry per step; none when stopped during warm-up
     tokens_per_step = config.batch_size * config.block_size * config.grad_accum
-    tokens_per_sec = tokens_per_step * len(timed) / sum(timed)
-    ms_per_iter = 1000 * sum(timed) / len(timed)
+    tokens_per_sec = tokens_per_step * len(timed) / sum(timed) if timed else None
+    ms_per_iter = 1000 * sum(timed) / len(timed) if timed else None
 
     mc = model.config
     n_layer, width = getattr(mc, "n_layer", 0), getattr(mc, "n_embd", 0)
@@ -128,21 +137,26 @@ def main(argv=None) -> int:
     flops_per_token = 6 * non_embedding + attention_flops
     matmul_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     matmul_rate = matmul_flops_per_second(device, matmul_dtype, size=8192 if device.type == "cuda" else 1024)
-    mfu = tokens_per_sec * flops_per_token / matmul_rate
+    mfu = tokens_per_sec * flops_per_token / matmul_rate if timed else None
 
     figures = {
         "preset": args.preset, "device": str(device), "threads": torch.get_num_threads(), "compile": args.compile,
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
         "torch": torch.__version__, "params": model.num_params(), "non_embedding_params": non_embedding,
-        "iters": args.iters, "tokens_per_iter": tokens_per_step,
-        "tokens_per_sec": round(tokens_per_sec, 1), "ms_per_iter": round(ms_per_iter, 2),
-        "flops_per_token": flops_per_token, "matmul_tflops": round(matmul_rate / 1e12, 4),
-        "mfu_percent": round(100 * mfu, 2), "peak_rss_mib": round(training_peak_rss, 1),
+        "iters": args.iters, "steps_done": result.step, "interrupted": result.interrupted,
+        "warmup_iters": warmup_iters, "timed_iters": len(timed), "tokens_per_iter": tokens_per_step,
+        "tokens_per_sec": round(tokens_per_sec, 1) if timed else None,
+        "ms_per_iter": round(ms_per_iter, 2) if timed else None,
+        # the first step holds torch.compile's compilation (Python-side, so it is in this time)
+        "first_step_seconds": round(result.step_seconds[0], 2) if result.step_seconds else None,
+        "flops_per_token": flops_per_token, "matmul_dtype": str(matmul_dtype).removeprefix("torch."),
+        "matmul_tflops": round(matmul_rate / 1e12, 4),
+        "mfu_percent": round(100 * mfu, 2) if timed else None, "peak_rss_mib": round(training_peak_rss, 1),
         "val_loss": round(result.final["val_loss"], 4), "val_bits_per_byte": round(result.final["val_bpb"], 4),
         "wall_seconds": round(wall_seconds, 1),
     }
     if device.type == "cuda":
-        figures["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        figures["peak_cuda_mib"] = round(training_peak_cuda / 2**20, 1)
         figures["gpu"] = torch.cuda.get_device_name(device)
     if args.target_val_loss:
         reached = next((r for r in result.history if r["val_loss"] <= args.target_val_loss), None)
