@@ -44,7 +44,8 @@ def main() -> None:
         model(x, y)
 
     print(f"GPT-2 small shape: {model.num_params() / 1e6:.1f}M parameters, batch {args.batch_size} x "
-          f"{args.block_size} tokens, {torch.get_num_threads()} threads, {platform.machine()}, torch {torch.__version__}")
+          f"{args.block_size} tokens, {torch.get_num_threads()} threads, {platform.machine()}, "
+          f"torch {torch.__version__}")
     for name, fn in (("training step", train_step), ("scoring", score)):
         fn()  # warm-up (allocates AdamW's moments on the first step)
         seconds = []

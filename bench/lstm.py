@@ -29,7 +29,7 @@ import time
 import torch
 import torch.nn as nn
 
-from minilm.lstm import LSTMConfig, LSTMLM
+from minilm.lstm import LSTMLM, LSTMConfig
 
 
 class TorchLSTMStack(nn.Module):

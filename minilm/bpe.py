@@ -287,8 +287,8 @@ def train_naive(word_counts: Counter, vocab_size: int, min_frequency: int = 0,
     bar = _progress_bar(progress, max(0, vocab_size - len(id_to_token)))
     while len(id_to_token) < vocab_size:
         pair_counts: Counter = Counter()
-        for word, count in zip(words, counts):
-            for pair in zip(word, word[1:]):
+        for word, count in zip(words, counts, strict=True):
+            for pair in zip(word, word[1:], strict=False):
                 pair_counts[pair] += count
         if not pair_counts:
             break  # every word is a single token: nothing left to merge
@@ -352,7 +352,7 @@ def train_incremental(word_counts: Counter, vocab_size: int, min_frequency: int 
     words_with_pair: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
     for index, word in enumerate(words):
         count = counts[index]
-        for pair in zip(word, word[1:]):
+        for pair in zip(word, word[1:], strict=False):
             pair_counts[pair] += count
             words_with_pair[pair].add(index)
     heap = [(-count, a, b) for (a, b), count in pair_counts.items()]

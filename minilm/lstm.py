@@ -174,7 +174,7 @@ class RecurrentStack(nn.Module):
         if not isinstance(state, (tuple, list)) or len(state) != self.num_states:
             raise ValueError(f"state must be a tuple {names} of {self.num_states} tensor(s) of shape "
                              f"(num_layers, B, H) = {expected} for cell={self.cell!r}, got {_describe(state)}")
-        for name, s in zip(names, state):
+        for name, s in zip(names, state, strict=True):
             if not isinstance(s, torch.Tensor) or tuple(s.shape) != expected:
                 raise ValueError(f"state {name} must have shape (num_layers, B, H) = {expected}, "
                                  f"got {_describe(s)}")
@@ -199,7 +199,7 @@ class RecurrentStack(nn.Module):
                 outputs.append(layer_state[0])  # h_t (B, H)
             x = torch.stack(outputs, dim=1)  # (B, T, H)
             final_states.append(layer_state)
-        new_state = tuple(torch.stack(s, dim=0) for s in zip(*final_states))  # each (num_layers, B, H)
+        new_state = tuple(torch.stack(s, dim=0) for s in zip(*final_states, strict=True))  # each (num_layers, B, H)
         return x, new_state
 
 

@@ -12,13 +12,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies_bpe import corpora, examples, unicode_text
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from minilm import bpe
 from minilm.bpe import BPETokenizer
-from strategies_bpe import corpora, examples, unicode_text
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPORA = ["shakespeare", "wikitext", "bible", "stories", "poetry_zh", "legal"]
@@ -57,7 +57,7 @@ def train_quietly(*args, **kwargs) -> BPETokenizer:
 def assert_same_model(ours: BPETokenizer, theirs: Tokenizer) -> None:
     our_merges, our_vocab = model_of(ours.to_json())
     their_merges, their_vocab = model_of(theirs.to_str())
-    first_difference = next((k for k, (a, b) in enumerate(zip(our_merges, their_merges))
+    first_difference = next((k for k, (a, b) in enumerate(zip(our_merges, their_merges, strict=False))
                              if a != b), min(len(our_merges), len(their_merges)))
     assert our_merges == their_merges, (
         f"merges differ from #{first_difference}: ours {our_merges[first_difference:][:3]} "

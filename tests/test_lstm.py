@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import central_differences
+from strategies_lstm import examples, lstm_configs, seeds, stack_cases
+from tolerances import assert_close
 
-from minilm.lstm import LSTMCell, LSTMConfig, LSTMLM, RecurrentStack, RNNCell
+from minilm.lstm import LSTMLM, LSTMCell, LSTMConfig, RecurrentStack, RNNCell
 from minilm.reference import lstm as ref
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
 from minilm.reference.params import params_from_torch
-from strategies import central_differences
-from strategies_lstm import examples, lstm_configs, seeds, stack_cases
-from tolerances import TOL, assert_close
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -94,17 +93,17 @@ def test_stack_forward_and_bptt_match_twin(case):
     state0_t = as_tensors(state0, requires_grad=True)
     y, state = stack(x_t, state0_t)
     assert_close(y, y_ref, "forward_float64", "y")
-    for name, s, s_ref in zip(("h", "c"), state, state_ref):
+    for name, s, s_ref in zip(("h", "c"), state, state_ref, strict=False):
         assert_close(s, s_ref, "forward_float64", f"final {name}")
 
     rng = np.random.default_rng(case.seed + 1)
     dy = rng.standard_normal(y_ref.shape)  # (B, T, H)
     dstate = tuple(rng.standard_normal(s.shape) for s in state_ref)  # each (L, B, H)
-    loss = (y * torch.tensor(dy)).sum() + sum((s * torch.tensor(d)).sum() for s, d in zip(state, dstate))
+    loss = (y * torch.tensor(dy)).sum() + sum((s * torch.tensor(d)).sum() for s, d in zip(state, dstate, strict=True))
     loss.backward()
     dx_ref, dstate0_ref, dp_ref = ref.recurrent_stack_backward(dy, dstate, cache)
     assert_close(x_t.grad, dx_ref, "grad_float64", "dx")
-    for name, s, d_ref in zip(("h0", "c0"), state0_t, dstate0_ref):
+    for name, s, d_ref in zip(("h0", "c0"), state0_t, dstate0_ref, strict=False):
         assert_close(s.grad, d_ref, "grad_float64", f"d {name}")
     grads = dict(stack.named_parameters())
     assert set(grads) == set(dp_ref)
@@ -126,7 +125,7 @@ def test_lm_matches_twin(config, B, T, seed):
     logits, loss, state = model.forward_with_state(torch.tensor(idx), torch.tensor(targets), as_tensors(state0))
     assert_close(logits, logits_ref, "forward_float64", "logits")
     assert_close(loss, loss_ref, "forward_float64", "loss")
-    for s, s_ref in zip(state, state_ref):
+    for s, s_ref in zip(state, state_ref, strict=True):
         assert_close(s, s_ref, "forward_float64", "final state")
 
     loss.backward()
@@ -163,12 +162,12 @@ def test_stack_bptt_matches_finite_differences(case):
 
     def scalar():
         y, state, _ = ref.recurrent_stack_forward(x, p, state0, case.cell)
-        return (y * dy).sum() + sum((s * d).sum() for s, d in zip(state, dstate))
+        return (y * dy).sum() + sum((s * d).sum() for s, d in zip(state, dstate, strict=True))
 
     _, _, cache = ref.recurrent_stack_forward(x, p, state0, case.cell)
     dx, dstate0, dp = ref.recurrent_stack_backward(dy, dstate, cache)
     assert_close(dx, central_difference(scalar, x), "finite_difference", "dx")
-    for s, d in zip(state0, dstate0):
+    for s, d in zip(state0, dstate0, strict=True):
         assert_close(d, central_difference(scalar, s), "finite_difference", "d initial state")
     for name in p:
         assert_close(dp[name], central_difference(scalar, p[name]), "finite_difference", f"d {name}")
@@ -231,7 +230,7 @@ def test_matches_torch_builtin_float32(case):
                 y_builtin, h_builtin = builtin(x, None if start is None else start[0])
                 state_builtin = (h_builtin,)
             assert_close(y, y_builtin, "lstm_parity_float32", "y vs torch built-in")
-            for name, s, s_builtin in zip(("h", "c"), state, state_builtin):
+            for name, s, s_builtin in zip(("h", "c"), state, state_builtin, strict=False):
                 assert_close(s, s_builtin, "lstm_parity_float32", f"final {name} vs torch built-in")
 
 
@@ -259,7 +258,7 @@ def test_step_with_carried_state_matches_full_forward(config, B, T, split, seed)
         stepped = torch.cat(pieces, dim=1)  # (B, T, V)
         _, _, full_state = model.forward_with_state(idx)
     assert_close(stepped, full, "forward_float64", "logits step by step vs full forward")
-    for s, s_full in zip(state, full_state):
+    for s, s_full in zip(state, full_state, strict=True):
         assert_close(s, s_full, "forward_float64", "carried state vs full forward")
 
 
@@ -286,7 +285,8 @@ def test_lstm_cell_equations_on_one_step():
     """One step by hand from the equations in the docstring, gate by gate."""
     torch.manual_seed(0)
     cell = randomize(LSTMCell(3, 2), 0).double()
-    x, h, c = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    h, c = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     W_ih, W_hh, b = cell.weight_ih, cell.weight_hh, cell.bias
     gate = lambda k: x @ W_ih[2 * k:2 * k + 2].T + h @ W_hh[2 * k:2 * k + 2].T + b[2 * k:2 * k + 2]  # noqa: E731
     i, f, g, o = torch.sigmoid(gate(0)), torch.sigmoid(gate(1)), torch.tanh(gate(2)), torch.sigmoid(gate(3))
@@ -325,7 +325,8 @@ def test_params_tying_and_groups(tie, E, H):
     groups = model.param_groups(0.1)
     decayed = {id(p) for p in groups[0]["params"]}
     named = dict(model.named_parameters())
-    assert decayed == {id(p) for n, p in named.items() if n.endswith(("weight_ih", "weight_hh", "proj.weight", "head.weight"))}
+    matrices = ("weight_ih", "weight_hh", "proj.weight", "head.weight")
+    assert decayed == {id(p) for n, p in named.items() if n.endswith(matrices)}
     assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
     all_ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(all_ids) == sorted(id(p) for p in model.parameters())
