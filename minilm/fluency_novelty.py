@@ -317,12 +317,19 @@ def how_to_read(result: dict) -> str:
                     f"front (no other setting is both more novel and more fluent); choosing among them is choosing "
                     f"a price in fluency for novelty, not finding a better sampler.")
     seeds = len(result["seeds"])
-    gap = [p for p in points if p["novelty"]["mean"] >= ref["novelty"]["mean"]]
+    as_novel = [p for p in points if p["novelty"]["mean"] >= ref["novelty"]["mean"]]
     reference = (f"The real validation continuations of the same prompts, unseen by the model and by the "
                  f"{n}-gram alike, have novelty {ref['novelty']['mean']:.3f} at {ref['ngram_bpb']['mean']:.3f} "
                  f"bits per byte: ")
-    if gap:
-        best = min(gap, key=lambda p: p["ngram_bpb"]["mean"])
+    if len(as_novel) == len(points):
+        closest = min(points, key=lambda p: p["novelty"]["mean"])
+        extra = closest["ngram_bpb"]["mean"] - ref["ngram_bpb"]["mean"]
+        reference += (f"every setting is more novel than the real text, so past that point novelty counts the "
+                      f"model's departures from the domain (non-words, broken spelling) rather than invention; the "
+                      f"nearest setting ({name(closest)}) still needs {abs(extra):.3f} bits per byte "
+                      f"{'more' if extra > 0 else 'fewer'} than the real text.")
+    elif as_novel:
+        best = min(as_novel, key=lambda p: p["ngram_bpb"]["mean"])
         extra = best["ngram_bpb"]["mean"] - ref["ngram_bpb"]["mean"]
         reference += (f"the most fluent setting that is at least as novel ({name(best)}) needs "
                       f"{abs(extra):.3f} bits per byte {'more' if extra > 0 else 'fewer'} than the real text.")
@@ -426,6 +433,9 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
+OUTPUT_FILES = ("fluency_novelty.json", "fluency_novelty.md") + FIGURES
+
+
 def run(args) -> dict:
     """Check every input, then load, sweep and write OUT/fluency_novelty.{json,md,png}."""
     config = FluencyNoveltyConfig(
@@ -435,6 +445,10 @@ def run(args) -> dict:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {args.out!r} exists and is not a folder")
+    taken = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if taken and not args.overwrite:
+        raise UserError(f"--out: {str(out / taken[0])!r} already exists; pass --overwrite to replace it, "
+                        "or choose another folder")
     from minilm.checkpoint import load_model
     from minilm.data import read_corpus, split_point
     from minilm.devices import pick_device
@@ -486,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="N of the Kneser-Ney scorer, 1..8 (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, 0 = PyTorch's choice (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output files of an earlier run in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:

@@ -238,6 +238,32 @@ def test_the_section_has_a_row_per_setting_and_says_how_to_read_it(result):
     assert "2 seeds" in paragraph
 
 
+def made_up_result(novelties: list[float], reference_novelty: float) -> dict:
+    """A result with one seed, n-gram bits per byte rising with novelty, and a given real text."""
+    def summary(mean):
+        return {"mean": mean, "std": None, "per_seed": [mean]}
+
+    points = [{"temperature": 0.5 + i, "top_p": 1.0, "novelty": summary(nov), "ngram_bpb": summary(2 + 3 * nov)}
+              for i, nov in enumerate(novelties)]
+    for p, on_front in zip(points, pareto_front(points), strict=True):
+        p["on_front"] = on_front
+    return {"seeds": [0], "ngram": {"order": 4}, "points": points,
+            "reference": {"novelty": summary(reference_novelty), "ngram_bpb": summary(2.5)}}
+
+
+@pytest.mark.parametrize("reference_novelty, says", [
+    (0.1, "every setting is more novel than the real text"),  # nearest: novelty 0.2, 2.6 bpb, 0.100 more
+    (0.5, "the most fluent setting that is at least as novel (T = 1.5, top-p = 1) needs 1.300 bits per byte more"),
+    (0.9, "no setting is as novel as the real text; the most novel reaches 0.800"),
+])
+def test_how_to_read_places_the_real_text_among_the_settings(reference_novelty, says):
+    paragraph = how_to_read(made_up_result([0.2, 0.6, 0.8], reference_novelty))
+    assert says in paragraph
+    assert "rise with novelty (Pearson correlation 1.00" in paragraph and "One seed" in paragraph
+    if reference_novelty == 0.1:
+        assert "(T = 0.5, top-p = 1) still needs 0.100 bits per byte more" in paragraph
+
+
 def test_the_figure_is_written(result, tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
@@ -325,3 +351,8 @@ def test_the_command_line_end_to_end(trained_model, tmp_path):
     assert [(p["temperature"], p["top_p"]) for p in saved["points"]] == [(1.0, 0.9), (1.0, 1.0)]
     assert saved["points"][0]["novelty"]["std"] is None  # one seed: no spread
     assert (out / "fluency_novelty.md").read_text().startswith("## Quality against diversity")
+    # a second run does not replace the first one's files unless asked to
+    (out / "fluency_novelty.md").write_text("mine")
+    status, _, err = run_main(["--ckpt", str(ckpt), "--data", str(corpus), "--out", str(out)])
+    assert status == 2 and "--overwrite" in err and err.count("\n") == 1
+    assert (out / "fluency_novelty.md").read_text() == "mine"
