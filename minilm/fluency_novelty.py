@@ -106,8 +106,8 @@ class FluencyNoveltyConfig:
                                "prompt_len": ("int", 1), "ngram_order": ("choice", tuple(range(1, 9))),
                                "novelty_n": ("int", 1)}, name_of=flag)
         if self.sample_len < self.novelty_n:
-            raise UserError(f"--sample-len: expected at least --novelty-n = {self.novelty_n} tokens, so that a "
-                            f"sample holds one {self.novelty_n}-gram; got {self.sample_len}")
+            raise UserError(f"--sample-len: expected at least {self.novelty_n} tokens, so that a sample holds one "
+                            f"{self.novelty_n}-gram for novelty; got {self.sample_len}")
         if isinstance(self.settings, (str, bytes)) or not hasattr(self.settings, "__iter__"):
             raise UserError(f"settings: expected a list of (temperature, top_p) pairs, got {self.settings!r}")
         pairs = []

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minilm.checkpoint import save_checkpoint
-from minilm.cli import UserError
+from minilm.cli import UserError, config_from_dict
 from minilm.data import ByteTokenizer, split_point
 from minilm.fluency_novelty import (
     DEFAULT_SETTINGS,
@@ -302,6 +302,10 @@ def test_bad_config_is_one_line(overrides, words):
     with pytest.raises(UserError) as error:
         FluencyNoveltyConfig(**overrides)
     assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_config_in_the_result_reads_back(result):
+    assert config_from_dict(FluencyNoveltyConfig, json.loads(json.dumps(result["config"]))) == CONFIG
 
 
 def test_the_defaults_are_the_issue_grid():
