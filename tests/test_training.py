@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minilm import bpe
 from minilm.checkpoint import load_model, read_checkpoint
 from minilm.data import REPO_ROOT, UserError
 from minilm.training import PRESETS, TrainConfig, learning_rate, train
@@ -291,7 +292,6 @@ def test_ci_regression_tiny_run_reaches_the_recorded_bits_per_byte():
 
 
 def test_bpe_tokenizer_run_counts_bytes_and_its_checkpoint_refuses_another_tokenizer(tmp_path):
-    bpe = pytest.importorskip("minilm.bpe")
     text = (REPO_ROOT / "data" / "shakespeare.txt").read_text(encoding="utf-8")[:20000]
     tokenizer_path = tmp_path / "tokenizer.json"
     bpe.BPETokenizer.train(text, 300).save(str(tokenizer_path))
