@@ -127,11 +127,11 @@ def tracked_files() -> list[str]:
     return [line for line in listing.stdout.splitlines() if (REPO_ROOT / line).is_file()]
 
 
-def copy_repo(destination: Path, files: list[str]) -> None:
+def copy_repo(source: Path, destination: Path, files: list[str]) -> None:
     for name in files:
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, target)
+        shutil.copy2(source / name, target)
 
 
 def apply(mutant: Mutant, root: Path) -> None:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     files = tracked_files()
     with tempfile.TemporaryDirectory(prefix="minilm-mutants-") as temp:
         baseline = Path(temp) / "baseline"
-        copy_repo(baseline, files)
+        copy_repo(REPO_ROOT, baseline, files)  # one snapshot: later edits to the repo do not leak in
         all_tests = tuple(sorted({t for _, m in chosen for t in m.tests}))
         failed, seconds = run_tests(baseline, all_tests, args.timeout * 4)
         if failed:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         survivors = []
         for i, mutant in chosen:
             root = Path(temp) / f"mutant-{i}"
-            copy_repo(root, files)
+            copy_repo(baseline, root, files)
             apply(mutant, root)
             killed, seconds = run_tests(root, mutant.tests, args.timeout)
             print(f"{i:3d} {'killed  ' if killed else 'SURVIVED'} {seconds:5.0f} s  {mutant.path}: {mutant.why}",
