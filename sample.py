@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from minilm.checkpoint import load_model
-from minilm.data import UserError, read_corpus, split_point
+from minilm.data import UserError, check_utf8, read_corpus, split_point
 from minilm.devices import DEVICE_CHOICES, pick_device
 from minilm.sampling import NgramIndex, TextStreamer, context_limit, generate
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompt", default=None,
                         help="text to continue; without --prompt/--prompt-file a newline is used")
-    source.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file instead")
+    source.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file instead (its bytes exactly: no newline translation)")
     p.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate per sample")
     p.add_argument("--temperature", type=float, default=0.8,
                    help="< 1 sharper, > 1 flatter next-token distribution; 0 = greedy")
@@ -98,9 +98,11 @@ def read_prompt(args: argparse.Namespace) -> tuple[str, str]:
         if not path.is_file():
             raise UserError(f"--prompt-file: no file at {str(path)!r}")
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(f"--prompt-file: {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})")
+            data = path.read_bytes()  # bytes, not read_text: "\r\n" stays "\r\n", the prompt is exact
+        except OSError as error:
+            raise UserError(f"--prompt-file: cannot read {str(path)!r} ({error.strerror or error})") from None
+        check_utf8(data, path, "--prompt-file")
+        text = data.decode("utf-8")
         flag = "--prompt-file"
     elif args.prompt is not None:
         text, flag = args.prompt, "--prompt"
@@ -135,7 +137,7 @@ def novelty_index(args: argparse.Namespace, checkpoint: dict) -> tuple[NgramInde
     if not spec:
         raise UserError("--novelty: the checkpoint does not record its training data; "
                         "name it with --data NAME_OR_PATH")
-    name, _, data = read_corpus(spec)
+    name, _, data = read_corpus(spec, allow_binary=True, flag="--data")  # n-grams of bytes: any bytes will do
     return NgramIndex(data[: split_point(data)], args.novelty_n), name
 
 

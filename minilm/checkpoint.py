@@ -15,13 +15,18 @@ so it loads with `torch.load(weights_only=True)` and never unpickles arbitrary o
     train_config    dict (TrainConfig.to_dict())
     best_val_loss   float, history (list of eval records)  [training bookkeeping]
 
-Loading checks the format, the model kind and the config before any weight is touched, and
-turns every failure (missing, truncated, corrupt, mismatched file) into a one-line CheckpointError.
+Loading checks the format, the type of every field, the model kind and the config (types and
+ranges, by the config's own validation) before any weight is touched; then it estimates the
+memory the model's parameters need, from the config alone (the model is built on PyTorch's
+"meta" device, which records shapes and allocates nothing), and refuses a model that could not
+fit in the machine's memory (or the GPU's). Every failure (missing, truncated, corrupt, crafted
+or mismatched file) is a one-line CheckpointError.
 """
 from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,7 +37,8 @@ from minilm.data import UserError, tokenizer_from_json
 from minilm.devices import mps_available
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "model_kind", "model_config", "model", "tokenizer")
+# field -> the type it must have, checked before anything in the file is used
+REQUIRED_KEYS = {"format": int, "model_kind": str, "model_config": dict, "model": dict, "tokenizer": str}
 
 
 class CheckpointError(UserError):
@@ -137,6 +143,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"--ckpt: {str(path)!r} lacks the field(s) {', '.join(missing)}")
+    for key, expected_type in REQUIRED_KEYS.items():
+        value = checkpoint[key]
+        if not isinstance(value, expected_type) or isinstance(value, bool):
+            raise CheckpointError(f"--ckpt: {str(path)!r}: field {key!r} should be a {expected_type.__name__}, "
+                                  f"not {type(value).__name__} (a damaged or foreign file?)")
     return checkpoint
 
 
@@ -144,14 +155,88 @@ def config_from_checkpoint(checkpoint: dict, path: str = "checkpoint"):
     """(ModelClass, config) described by a checkpoint, validated before any weight is read."""
     registry = model_registry()
     kind = checkpoint["model_kind"]
-    if kind not in registry:
+    if not isinstance(kind, str) or kind not in registry:
         raise CheckpointError(f"--ckpt: {path!r} holds a model of kind {kind!r}; expected one of {sorted(registry)}")
     model_class, config_class = registry[kind]
+    if not isinstance(checkpoint["model_config"], dict):
+        raise CheckpointError(f"--ckpt: {path!r}: model_config should be a dict, "
+                              f"not {type(checkpoint['model_config']).__name__}")
     try:
         config = config_class.from_dict(checkpoint["model_config"])
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"--ckpt: {path!r} has an invalid {kind} config ({error})") from None
     return model_class, config
+
+
+# ----------------------------------------------------------------------------------------------
+# Will the model fit? An estimate from the config alone
+# ----------------------------------------------------------------------------------------------
+
+
+def parameter_bytes(model_class, config) -> int:
+    """Bytes of the parameters and buffers of `model_class(config)`, found without allocating them.
+
+    On the "meta" device a tensor has a shape and a dtype but no storage, so building the model
+    there costs microseconds even for a config of terabytes. Tied tensors count once
+    (`parameters()` yields a shared tensor once).
+    """
+    with torch.device("meta"):
+        model = model_class(config)
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def physical_memory_bytes() -> int | None:
+    """The machine's physical memory (RAM) in bytes, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # Linux, macOS
+    except (AttributeError, ValueError, OSError):
+        pass
+    if sys.platform == "win32":
+        import ctypes
+
+        class MemoryStatus(ctypes.Structure):
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+        status = MemoryStatus(dwLength=ctypes.sizeof(MemoryStatus))
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return int(status.ullTotalPhys)
+    return None
+
+
+def device_memory_bytes(device: str | torch.device) -> int | None:
+    """Memory of an accelerator (a CUDA GPU's total memory); None for the CPU or when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return None
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_model_fits(model_class, config, device: str | torch.device = "cpu", what: str = "--ckpt") -> int:
+    """Refuse (CheckpointError naming `what`) a model whose parameters alone exceed the machine's
+    physical memory or, on a GPU, the GPU's memory. Returns the estimated bytes.
+
+    The model is built on the CPU and then moved, so it must fit in RAM in any case. Training
+    needs several times more (gradients, optimizer state, activations): this check only stops
+    what can never work, such as a corrupt size field, before it is tried.
+    """
+    needed = parameter_bytes(model_class, config)
+    limits = [("this machine's memory", physical_memory_bytes()), ("the GPU's memory", device_memory_bytes(device))]
+    for where, available in limits:
+        if available is not None and needed > available:
+            raise CheckpointError(
+                f"{what}: the model it describes needs {_gigabytes(needed)} for its parameters alone, more than "
+                f"{where} ({_gigabytes(available)}); the file is damaged or was made for a far bigger machine"
+            )
+    return needed
 
 
 def check_compatible(checkpoint: dict, model_kind: str, model_config: dict, tokenizer_json: str,
@@ -183,6 +268,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise CheckpointError(
             f"--ckpt: {str(path)!r}: model vocab_size {vocab_size} does not match its tokenizer's {tokenizer.vocab_size}"
         )
+    check_model_fits(model_class, config, device, f"--ckpt: {str(path)!r}")
     model = model_class(config)
     load_weights(model, checkpoint["model"], str(path))
     model.to(device)
