@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompt", default=None,
                         help="text to continue; without --prompt/--prompt-file a newline is used")
-    source.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file instead (its bytes exactly: no newline translation)")
+    source.add_argument("--prompt-file", default=None,
+                        help="read the prompt from this UTF-8 file instead (its bytes exactly: no newline translation)")
     p.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate per sample")
     p.add_argument("--temperature", type=float, default=0.8,
                    help="< 1 sharper, > 1 flatter next-token distribution; 0 = greedy")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 
 from minilm.data import UserError, tokenizer_from_json
 from minilm.devices import mps_available
+from minilm.outputs import atomic_write
 
 FORMAT_VERSION = 1
 # field -> the type it must have, checked before anything in the file is used
@@ -102,24 +102,17 @@ def restore_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
-    """Write `checkpoint` to `path` atomically: a temp file in the same folder, then os.replace.
+    """Write `checkpoint` to `path` atomically (`minilm.outputs.atomic_write`: a temp file in the
+    same folder, flushed to disk, then os.replace).
 
-    A crash or Ctrl-C mid-write leaves the previous file untouched (at worst a stray .tmp file).
+    A crash or Ctrl-C mid-write leaves the previous file untouched (at worst a stray .tmp file,
+    removed at the next start); a full disk is one DiskFullError line naming the file, and the
+    previous checkpoint stays loadable.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {"format": FORMAT_VERSION, **checkpoint}
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -138,7 +131,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"--ckpt: {str(path)!r} is not a minilm checkpoint (no 'format' field)")
     if checkpoint["format"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"--ckpt: {str(path)!r} has checkpoint format {checkpoint['format']!r}; this minilm reads format {FORMAT_VERSION}"
+            f"--ckpt: {str(path)!r} has checkpoint format {checkpoint['format']!r}; "
+            f"this minilm reads format {FORMAT_VERSION}"
         )
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
@@ -266,7 +260,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     vocab_size = getattr(config, "vocab_size", tokenizer.vocab_size)
     if vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
-            f"--ckpt: {str(path)!r}: model vocab_size {vocab_size} does not match its tokenizer's {tokenizer.vocab_size}"
+            f"--ckpt: {str(path)!r}: model vocab_size {vocab_size} does not match its tokenizer's "
+            f"{tokenizer.vocab_size}"
         )
     check_model_fits(model_class, config, device, f"--ckpt: {str(path)!r}")
     model = model_class(config)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from minilm.cli import UserError  # noqa: F401  (re-exported: many modules import it from here)
+from minilm.outputs import DiskFullError, atomic_write, atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
@@ -234,18 +234,6 @@ def array_sha256(tokens: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(tokens)).cast("B")).hexdigest()
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call write(handle) on a temp file in `path`'s folder, then rename it to `path`."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write(handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def cached_tokens(data: bytes, tokenizer, cache_dir: str | os.PathLike | None, name: str = "corpus") -> np.ndarray:
     """Token ids of `data`, read from (or written to) `cache_dir` and memory-mapped.
 
@@ -275,10 +263,10 @@ def cached_tokens(data: bytes, tokenizer, cache_dir: str | os.PathLike | None, n
     tokens = tokenize(data, tokenizer, name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, lambda handle: np.save(handle, tokens))
-        _write_atomically(checksum_path, lambda handle: handle.write(array_sha256(tokens).encode("ascii")))
+        atomic_write(path, lambda handle: np.save(handle, tokens))
+        atomic_write_bytes(checksum_path, array_sha256(tokens).encode("ascii"))
         return np.load(path, mmap_mode="r")
-    except OSError:
+    except (OSError, DiskFullError):  # the cache is an optimisation: without it, keep the array in memory
         return tokens
 
 
@@ -332,7 +320,7 @@ class BatchSampler:
         if len(sources) != len(weights) or not sources:
             raise ValueError("BatchSampler needs one weight per source and at least one source")
         names = list(names) if names is not None else [f"source {i}" for i in range(len(sources))]
-        for name, tokens in zip(names, sources):
+        for name, tokens in zip(names, sources, strict=True):
             if len(tokens) < block_size + 1:
                 raise UserError(
                     f"--data: {name} has {len(tokens)} training tokens; expected at least "
