@@ -122,16 +122,31 @@ MUTANTS = [
 ]
 
 
+# Appended to the copy's conftest.py: one failing example is all a mutant run needs, so hypothesis
+# skips shrinking it (shrinking a failure of a slow property test can take minutes).
+NO_SHRINKING = """
+from hypothesis import Phase as _Phase
+from hypothesis import settings as _settings
+
+_settings.register_profile("mutants", phases=[_Phase.explicit, _Phase.reuse, _Phase.generate], deadline=None)
+_settings.load_profile("mutants")
+"""
+
+
 def tracked_files() -> list[str]:
     listing = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     return [line for line in listing.stdout.splitlines() if (REPO_ROOT / line).is_file()]
 
 
-def copy_repo(source: Path, destination: Path, files: list[str]) -> None:
-    for name in files:
+def snapshot_repo(destination: Path) -> None:
+    """Copy the tracked files (as they are in the working tree) to `destination`, and switch off
+    hypothesis's shrinking there."""
+    for name in tracked_files():
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / name, target)
+        shutil.copy2(REPO_ROOT / name, target)
+    with open(destination / "conftest.py", "a", encoding="utf-8") as conftest:
+        conftest.write(NO_SHRINKING)
 
 
 def apply(mutant: Mutant, root: Path) -> None:
@@ -143,17 +158,17 @@ def apply(mutant: Mutant, root: Path) -> None:
     path.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
 
 
-def run_tests(root: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, float]:
-    """(killed?, seconds): run pytest -x on `tests` inside the copy at `root`."""
+def run_tests(root: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
+    """("killed" | "survived" | "timeout", seconds): run pytest -x on `tests` in the copy at `root`."""
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     started = time.perf_counter()
     try:
-        result = subprocess.run(command, cwd=root, env=env, capture_output=True, timeout=timeout)
-        killed = result.returncode != 0
+        result = subprocess.run(command, check=False, cwd=root, env=env, capture_output=True, timeout=timeout)
+        outcome = "killed" if result.returncode != 0 else "survived"
     except subprocess.TimeoutExpired:
-        killed = True  # a mutant that hangs the tests is caught too
-    return killed, time.perf_counter() - started
+        outcome = "timeout"  # the tests did not pass in time: counted as killed, and listed
+    return outcome, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,30 +182,28 @@ def main(argv: list[str] | None = None) -> int:
         for i, m in chosen:
             print(f"{i:3d}  {m.path:22s} {m.why}")
         return 0
-    files = tracked_files()
     with tempfile.TemporaryDirectory(prefix="minilm-mutants-") as temp:
         baseline = Path(temp) / "baseline"
-        copy_repo(REPO_ROOT, baseline, files)  # one snapshot: later edits to the repo do not leak in
+        snapshot_repo(baseline)  # one snapshot: later edits to the repo do not leak in
         all_tests = tuple(sorted({t for _, m in chosen for t in m.tests}))
-        failed, seconds = run_tests(baseline, all_tests, args.timeout * 4)
-        if failed:
+        outcome, seconds = run_tests(baseline, all_tests, args.timeout * 4)
+        if outcome != "survived":
             print("the unmutated copy fails its tests; fix the suite first", file=sys.stderr)
             return 1
         print(f"baseline: {len(all_tests)} test files pass on the unmutated copy ({seconds:.0f} s)")
-        survivors = []
+        survivors, timeouts = [], []
         for i, mutant in chosen:
             root = Path(temp) / f"mutant-{i}"
-            copy_repo(baseline, root, files)
+            shutil.copytree(baseline, root)
             apply(mutant, root)
-            killed, seconds = run_tests(root, mutant.tests, args.timeout)
-            print(f"{i:3d} {'killed  ' if killed else 'SURVIVED'} {seconds:5.0f} s  {mutant.path}: {mutant.why}",
-                  flush=True)
-            if not killed:
-                survivors.append(i)
+            outcome, seconds = run_tests(root, mutant.tests, args.timeout)
+            print(f"{i:3d} {outcome.upper() if outcome == 'survived' else outcome:8s} {seconds:5.0f} s  "
+                  f"{mutant.path}: {mutant.why}", flush=True)
+            (survivors if outcome == "survived" else timeouts if outcome == "timeout" else []).append(i)
             shutil.rmtree(root)
     killed_count = len(chosen) - len(survivors)
-    print(f"kill rate: {killed_count}/{len(chosen)} = {killed_count / len(chosen):.0%}; "
-          f"survivors: {survivors or 'none'}")
+    print(f"kill rate: {killed_count}/{len(chosen)} = {killed_count / len(chosen):.0%} "
+          f"(of them {len(timeouts)} by timeout: {timeouts or 'none'}); survivors: {survivors or 'none'}")
     return 0
 
 

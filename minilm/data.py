@@ -73,23 +73,22 @@ CHECK_CHUNK = 1 << 24  # UTF-8 is validated 16 MiB at a time, so no decoded copy
 def first_invalid_utf8(data: bytes) -> int | None:
     """The offset of the first byte of `data` that is not part of valid UTF-8, or None.
 
-    Checked in chunks that end before a byte that starts a character (not 0b10xxxxxx), so a
-    character is never cut between two chunks and an offset in a chunk plus the chunk's start
-    is the offset in the file.
+    Checked a chunk at a time with the incremental decoder: a character cut at the end of a
+    chunk is not an error, it is left for the next chunk (`consumed` stops before it). A chunk
+    of at least 4 bytes always consumes something, since no UTF-8 character is longer.
     """
     view = memoryview(data)
     start = 0
-    while start < len(data):
-        end = min(start + CHECK_CHUNK, len(data))
-        back = 0
-        while end < len(data) and back < 3 and (data[end] & 0b1100_0000) == 0b1000_0000:
-            end, back = end - 1, back + 1
+    while True:
+        end = min(start + max(CHECK_CHUNK, 4), len(data))
+        last = end == len(data)
         try:
-            codecs.utf_8_decode(view[start:end], "strict", True)
+            _, consumed = codecs.utf_8_decode(view[start:end], "strict", last)
         except UnicodeDecodeError as error:
             return start + error.start
-        start = end
-    return None
+        if last:
+            return None
+        start += consumed
 
 
 def check_utf8(data: bytes, path: Path, flag: str = "--data", hint: str = "") -> None:

@@ -15,26 +15,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minilm.checkpoint
+import minilm.data
 import minilm.outputs
 from minilm import bpe
 from minilm.bpe import BPETokenizer
-from minilm.checkpoint import (
-    CheckpointError,
-    check_model_fits,
-    load_model,
-    parameter_bytes,
-    save_checkpoint,
-)
-from minilm.data import (
-    REPO_ROOT,
-    ByteTokenizer,
-    UserError,
-    cached_tokens,
-    load_corpus,
-    read_corpus,
-)
+from minilm.checkpoint import CheckpointError, check_model_fits, load_model, parameter_bytes, save_checkpoint
+from minilm.data import REPO_ROOT, ByteTokenizer, UserError, cached_tokens, first_invalid_utf8, load_corpus, read_corpus
 from minilm.gpt import GPT, GPTConfig
 from minilm.lstm import LSTMLM, LSTMConfig
 from minilm.outputs import DiskFullError
@@ -419,3 +409,24 @@ def test_a_utf16_prompt_file_is_named_as_such(tmp_path, capsys):
     prompt.write_bytes("ROMEO:".encode("utf-16"))
     assert sample_main()(["--ckpt", str(ckpt), "--prompt-file", str(prompt), "--device", "cpu"]) == 2
     assert one_line(capsys.readouterr().err).startswith("sample.py: error: --prompt-file:")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab é€😀\n"), max_size=40), st.data())
+def test_the_chunked_utf8_check_finds_the_first_bad_byte_across_chunk_boundaries(text, data):
+    encoded = bytearray(text.encode("utf-8"))
+    if encoded and data.draw(st.booleans()):
+        encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.sampled_from([0x80, 0xFF, 0xC3]))
+    encoded = bytes(encoded)
+    try:
+        encoded.decode("utf-8")
+        expected = None
+    except UnicodeDecodeError as error:
+        expected = error.start
+    original = minilm.data.CHECK_CHUNK
+    for chunk in (1, 2, 3, 5, original):  # chunk edges fall inside multi-byte characters
+        minilm.data.CHECK_CHUNK = chunk
+        try:
+            assert first_invalid_utf8(encoded) == expected, chunk
+        finally:
+            minilm.data.CHECK_CHUNK = original
