@@ -7,6 +7,7 @@ Every error is one line that names the flag (or file) the user gave.
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import tempfile
@@ -101,7 +102,7 @@ def test_bpe_train_refuses_to_write_over_its_own_input_even_by_another_name(corp
     status, _, err = run_bpe(["train", str(corpus_file), "--vocab-size", "300", "--out", str(corpus_file),
                               "--quiet"], capsys)
     assert status == 2 and "--out" in one_line(err) and "input file" in err
-    other_spelling = corpus_file.parent / "." / corpus_file.name  # the same file, named differently
+    other_spelling = corpus_file.parent / ".." / corpus_file.parent.name / corpus_file.name  # the same file
     status, _, err = run_bpe(["train", str(corpus_file), "--vocab-size", "300", "--out", str(other_spelling),
                               "--quiet", "--overwrite"], capsys)
     assert status == 2 and "input file" in one_line(err)
@@ -182,6 +183,12 @@ def test_a_token_cache_on_a_full_disk_falls_back_to_memory(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+def buffered_env() -> dict:
+    """The environment without PYTHONUNBUFFERED: stdout into a pipe is then block-buffered, as for a
+    user, and a short output meets the closed pipe only when it is flushed."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
 @pytest.mark.parametrize("extra", [[], ["--tokens"]])
 def test_bpe_encode_into_a_closed_pipe_ends_quietly(tmp_path, extra):
     tokenizer = tmp_path / "tok.json"
@@ -192,9 +199,22 @@ def test_bpe_encode_into_a_closed_pipe_ends_quietly(tmp_path, extra):
     text.write_text("to be or not to be, that is the question\n" * 20_000)  # far more than a pipe holds
     process = subprocess.Popen([sys.executable, "-m", "minilm.bpe", "encode", "--tokenizer", str(tokenizer),
                                 "--file", str(text), *extra], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, env=buffered_env())
     process.stdout.read(64)  # like `| head -c 64`: read a little, then go away
     process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0 and err == ""
+
+
+def test_a_short_bpe_output_into_a_pipe_closed_before_it_is_written_ends_quietly(tmp_path):
+    tokenizer = tmp_path / "tok.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        BPETokenizer.train("to be or not to be " * 50, 270).save(tokenizer)
+    process = subprocess.Popen([sys.executable, "-m", "minilm.bpe", "encode", "--tokenizer", str(tokenizer),
+                                "--text", "to be"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=buffered_env())
+    process.stdout.close()  # gone before the command has started: its one buffered line meets a closed pipe
     err = process.stderr.read().decode()
     assert process.wait(timeout=60) == 0 and err == ""
 
