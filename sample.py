@@ -16,26 +16,20 @@ Mistakes in the inputs (a missing checkpoint, a bad flag value) print one line s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from minilm.checkpoint import load_model
+from minilm.cli import OneLineErrorParser
 from minilm.data import UserError, check_utf8, read_corpus, split_point
 from minilm.devices import DEVICE_CHOICES, pick_device
+from minilm.outputs import exit_quietly_on_broken_pipe
 from minilm.sampling import NgramIndex, TextStreamer, context_limit, generate
 
 DEFAULT_PROMPT = "\n"
 SEPARATOR = "-" * 40
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad command line gets one error line (not the whole usage) and status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +177,7 @@ def run(args: argparse.Namespace) -> None:
         out.flush()
 
 
+@exit_quietly_on_broken_pipe  # the reader went away (e.g. `python sample.py | head -3`): stop quietly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -194,9 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (e.g. `python sample.py | head -3`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0
     return 0
 
 
