@@ -450,3 +450,13 @@ def test_the_chunked_utf8_check_finds_the_first_bad_byte_across_chunk_boundaries
             assert first_invalid_utf8(encoded) == expected, chunk
         finally:
             minilm.data.CHECK_CHUNK = original
+
+
+def test_sample_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", checkpoint_of(tiny_gpt()))
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "sample.py"), "--ckpt", str(ckpt), "--device", "cpu",
+                                "--max-new-tokens", "50", "--num-samples", "3"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=buffered_env())
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and err == ""
