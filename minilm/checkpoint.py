@@ -39,6 +39,9 @@ from minilm.outputs import atomic_write
 FORMAT_VERSION = 1
 # field -> the type it must have, checked before anything in the file is used
 REQUIRED_KEYS = {"format": int, "model_kind": str, "model_config": dict, "model": dict, "tokenizer": str}
+# fields a training checkpoint adds, checked when present
+OPTIONAL_KEYS = {"step": int, "optimizer": dict, "data_state": dict, "rng": dict, "train_config": dict,
+                 "best_val_loss": (int, float), "history": list}
 
 
 class CheckpointError(UserError):
@@ -115,50 +118,55 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     return atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint dict (on the CPU) and check its format; raise CheckpointError if unusable."""
+def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt") -> dict:
+    """Load a checkpoint dict (on the CPU) and check its format and the types of its fields; raise
+    CheckpointError if unusable. `flag` is the command-line flag that named the file, for messages."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"--ckpt: no checkpoint file at {str(path)!r}")
+        raise CheckpointError(f"{flag}: no checkpoint file at {str(path)!r}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for damaged zip/pickle data
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(
-            f"--ckpt: {str(path)!r} is not a readable minilm checkpoint (truncated or corrupt? {reason})"
+            f"{flag}: {str(path)!r} is not a readable minilm checkpoint (truncated or corrupt? {reason})"
         ) from None
     if not isinstance(checkpoint, dict) or "format" not in checkpoint:
-        raise CheckpointError(f"--ckpt: {str(path)!r} is not a minilm checkpoint (no 'format' field)")
+        raise CheckpointError(f"{flag}: {str(path)!r} is not a minilm checkpoint (no 'format' field)")
     if checkpoint["format"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"--ckpt: {str(path)!r} has checkpoint format {checkpoint['format']!r}; "
+            f"{flag}: {str(path)!r} has checkpoint format {checkpoint['format']!r}; "
             f"this minilm reads format {FORMAT_VERSION}"
         )
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
-        raise CheckpointError(f"--ckpt: {str(path)!r} lacks the field(s) {', '.join(missing)}")
-    for key, expected_type in REQUIRED_KEYS.items():
-        value = checkpoint[key]
-        if not isinstance(value, expected_type) or isinstance(value, bool):
-            raise CheckpointError(f"--ckpt: {str(path)!r}: field {key!r} should be a {expected_type.__name__}, "
+        raise CheckpointError(f"{flag}: {str(path)!r} lacks the field(s) {', '.join(missing)}")
+    for key, expected_type in {**REQUIRED_KEYS, **OPTIONAL_KEYS}.items():
+        value = checkpoint.get(key)
+        if key in checkpoint and (not isinstance(value, expected_type) or isinstance(value, bool)):
+            expected = " or ".join(t.__name__ for t in expected_type) if isinstance(expected_type, tuple) \
+                else expected_type.__name__
+            raise CheckpointError(f"{flag}: {str(path)!r}: field {key!r} should be of type {expected}, "
                                   f"not {type(value).__name__} (a damaged or foreign file?)")
+    if checkpoint.get("step", 0) < 0:
+        raise CheckpointError(f"{flag}: {str(path)!r}: field 'step' is {checkpoint['step']}; expected >= 0")
     return checkpoint
 
 
-def config_from_checkpoint(checkpoint: dict, path: str = "checkpoint"):
+def config_from_checkpoint(checkpoint: dict, path: str = "checkpoint", flag: str = "--ckpt"):
     """(ModelClass, config) described by a checkpoint, validated before any weight is read."""
     registry = model_registry()
     kind = checkpoint["model_kind"]
     if not isinstance(kind, str) or kind not in registry:
-        raise CheckpointError(f"--ckpt: {path!r} holds a model of kind {kind!r}; expected one of {sorted(registry)}")
+        raise CheckpointError(f"{flag}: {path!r} holds a model of kind {kind!r}; expected one of {sorted(registry)}")
     model_class, config_class = registry[kind]
     if not isinstance(checkpoint["model_config"], dict):
-        raise CheckpointError(f"--ckpt: {path!r}: model_config should be a dict, "
+        raise CheckpointError(f"{flag}: {path!r}: model_config should be a dict, "
                               f"not {type(checkpoint['model_config']).__name__}")
     try:
         config = config_class.from_dict(checkpoint["model_config"])
     except (ValueError, TypeError, KeyError) as error:
-        raise CheckpointError(f"--ckpt: {path!r} has an invalid {kind} config ({error})") from None
+        raise CheckpointError(f"{flag}: {path!r} has an invalid {kind} config ({error})") from None
     return model_class, config
 
 
@@ -249,33 +257,34 @@ def check_compatible(checkpoint: dict, model_kind: str, model_config: dict, toke
         raise CheckpointError(f"--resume: {path!r} was trained with a different tokenizer than --tokenizer gives")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Load a checkpoint for use: returns (model in eval mode on `device`, tokenizer, checkpoint)."""
-    checkpoint = read_checkpoint(path)
-    model_class, config = config_from_checkpoint(checkpoint, str(path))
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", flag: str = "--ckpt"):
+    """Load a checkpoint for use: returns (model in eval mode on `device`, tokenizer, checkpoint).
+    `flag` is the command-line flag that named the file, for error messages."""
+    checkpoint = read_checkpoint(path, flag)
+    model_class, config = config_from_checkpoint(checkpoint, str(path), flag)
     try:
         tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
     except Exception as error:
-        raise CheckpointError(f"--ckpt: {str(path)!r} carries an unreadable tokenizer ({error})") from None
+        raise CheckpointError(f"{flag}: {str(path)!r} carries an unreadable tokenizer ({error})") from None
     vocab_size = getattr(config, "vocab_size", tokenizer.vocab_size)
     if vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
-            f"--ckpt: {str(path)!r}: model vocab_size {vocab_size} does not match its tokenizer's "
+            f"{flag}: {str(path)!r}: model vocab_size {vocab_size} does not match its tokenizer's "
             f"{tokenizer.vocab_size}"
         )
-    check_model_fits(model_class, config, device, f"--ckpt: {str(path)!r}")
+    check_model_fits(model_class, config, device, f"{flag}: {str(path)!r}")
     model = model_class(config)
-    load_weights(model, checkpoint["model"], str(path))
+    load_weights(model, checkpoint["model"], str(path), flag)
     model.to(device)
     model.eval()
     return model, tokenizer, checkpoint
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict, path: str = "checkpoint") -> None:
+def load_weights(model: torch.nn.Module, state_dict: dict, path: str = "checkpoint", flag: str = "--ckpt") -> None:
     """load_state_dict(strict=True), with a one-line error when names or shapes do not match."""
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()
         reason = " ".join(line.strip() for line in first[:3])[:200]
-        raise CheckpointError(f"--ckpt: {path!r}: weights do not fit the model ({reason})") from None
+        raise CheckpointError(f"{flag}: {path!r}: weights do not fit the model ({reason})") from None

@@ -24,7 +24,14 @@ import minilm.data
 import minilm.outputs
 from minilm import bpe
 from minilm.bpe import BPETokenizer
-from minilm.checkpoint import CheckpointError, check_model_fits, load_model, parameter_bytes, save_checkpoint
+from minilm.checkpoint import (
+    CheckpointError,
+    check_model_fits,
+    load_model,
+    parameter_bytes,
+    read_checkpoint,
+    save_checkpoint,
+)
 from minilm.data import REPO_ROOT, ByteTokenizer, UserError, cached_tokens, first_invalid_utf8, load_corpus, read_corpus
 from minilm.gpt import GPT, GPTConfig
 from minilm.lstm import LSTMLM, LSTMConfig
@@ -237,13 +244,17 @@ def crafted(tmp_path, **changes):
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"model_kind": ["gpt"]}, "'model_kind' should be a str"),
-    ({"model_config": "n_layer=2"}, "'model_config' should be a dict"),
-    ({"tokenizer": {"type": "bytes"}}, "'tokenizer' should be a str"),
-    ({"model": [1, 2]}, "'model' should be a dict"),
+    ({"model_kind": ["gpt"]}, "'model_kind' should be of type str"),
+    ({"model_config": "n_layer=2"}, "'model_config' should be of type dict"),
+    ({"tokenizer": {"type": "bytes"}}, "'tokenizer' should be of type str"),
+    ({"model": [1, 2]}, "'model' should be of type dict"),
     ({"dropout": "0.1"}, "invalid gpt config"),
     ({"n_head": 3}, "invalid gpt config"),  # 16 is not divisible by 3
     ({"n_layer": 0}, "invalid gpt config"),
+    ({"step": "300"}, "'step' should be of type int"),
+    ({"step": -5}, "'step' is -5"),
+    ({"history": {"0": 1.0}}, "'history' should be of type list"),
+    ({"best_val_loss": "inf"}, "'best_val_loss' should be of type int or float"),
 ])
 def test_crafted_checkpoint_fields_give_one_line(tmp_path, changes, expected):
     with pytest.raises(CheckpointError, match=expected) as info:
@@ -460,3 +471,10 @@ def test_sample_into_a_pipe_closed_early_ends_quietly(tmp_path):
     process.stdout.close()
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0 and err == ""
+
+
+def test_checkpoint_errors_name_the_flag_that_gave_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^--resume: no checkpoint file"):
+        read_checkpoint(tmp_path / "missing.pt", flag="--resume")
+    with pytest.raises(CheckpointError, match=r"^--init-from: .*'model_kind' should be of type str"):
+        load_model(crafted(tmp_path, model_kind=["gpt"]), flag="--init-from")
