@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -181,7 +182,9 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings():  # warnings as one line each, like errors (restored on return)
+            warnings.showwarning = lambda message, *_, **__: print(f"sample.py: warning: {message}", file=sys.stderr)
+            run(args)
     except UserError as error:
         sys.stdout.flush()
         print(f"sample.py: error: {error}", file=sys.stderr)

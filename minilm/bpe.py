@@ -809,8 +809,8 @@ def _cli_train(args) -> None:
         tok = BPETokenizer.train(text, args.vocab_size, args.min_frequency, args.special,
                                  args.trainer, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    for warning in caught:
-        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    for message in dict.fromkeys(str(warning.message) for warning in caught):  # each once, in order
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
     atomic_write_text(out, tok.to_json())
     print(f"trained {tok.vocab_size} tokens ({len(tok.merges)} merges) on "
           f"{len(text.encode()):,} bytes in {seconds:.2f} s -> {args.out}")
@@ -855,6 +855,10 @@ def _cli_stats(args) -> None:
 PROG = "python -m minilm.bpe"
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 @exit_quietly_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineErrorParser(prog=PROG, description="Byte-level BPE tokenizer: train, encode, stats.")
@@ -889,7 +893,9 @@ def main(argv: list[str] | None = None) -> int:
                              help="what to do with bytes that are not UTF-8 (default: fail)")
     args = parser.parse_args(argv)
     try:
-        {"train": _cli_train, "encode": _cli_encode, "stats": _cli_stats}[args.command](args)
+        with warnings.catch_warnings():  # warnings as one line each, like errors (restored on return)
+            warnings.showwarning = _one_line_warning
+            {"train": _cli_train, "encode": _cli_encode, "stats": _cli_stats}[args.command](args)
         sys.stdout.flush()  # a closed pipe fails here, inside the broken-pipe guard, not at exit
     except ValueError as error:  # UserError and the tokenizer's own ValueErrors: one line
         sys.stdout.flush()

@@ -478,3 +478,21 @@ def test_checkpoint_errors_name_the_flag_that_gave_the_file(tmp_path):
         read_checkpoint(tmp_path / "missing.pt", flag="--resume")
     with pytest.raises(CheckpointError, match=r"^--init-from: .*'model_kind' should be of type str"):
         load_model(crafted(tmp_path, model_kind=["gpt"]), flag="--init-from")
+
+
+def test_a_word_special_token_is_warned_about_once_in_one_line_and_again_when_loaded(corpus_file, tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    assert run_bpe(["train", str(corpus_file), "--vocab-size", "300", "--special", "EOS", "--out", str(out),
+                    "--quiet"], capsys)[2].count("ordinary word") == 1
+    status, _, err = run_bpe(["encode", "--tokenizer", str(out), "--text", "to be"], capsys)
+    assert status == 0 and one_line(err).startswith("python -m minilm.bpe: warning: special token 'EOS'")
+
+
+def test_sample_prints_a_warning_of_the_checkpoints_tokenizer_in_one_line(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = BPETokenizer.train("to be or not to be EOS " * 50, 270, special_tokens=["EOS"])
+    model = tiny_gpt(vocab_size=tokenizer.vocab_size)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", {**checkpoint_of(model), "tokenizer": tokenizer.to_json()})
+    assert sample_main()(["--ckpt", str(ckpt), "--prompt", "to", "--max-new-tokens", "2", "--device", "cpu"]) == 0
+    assert one_line(capsys.readouterr().err).startswith("sample.py: warning: special token 'EOS' is an ordinary word")
