@@ -16,26 +16,21 @@ Mistakes in the inputs (a missing checkpoint, a bad flag value) print one line s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from minilm.checkpoint import load_model
-from minilm.data import UserError, read_corpus, split_point
+from minilm.cli import OneLineErrorParser
+from minilm.data import UserError, check_utf8, read_corpus, split_point
 from minilm.devices import DEVICE_CHOICES, pick_device
+from minilm.outputs import exit_quietly_on_broken_pipe
 from minilm.sampling import NgramIndex, TextStreamer, context_limit, generate
 
 DEFAULT_PROMPT = "\n"
 SEPARATOR = "-" * 40
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad command line gets one error line (not the whole usage) and status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompt", default=None,
                         help="text to continue; without --prompt/--prompt-file a newline is used")
-    source.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file instead")
+    source.add_argument("--prompt-file", default=None,
+                        help="read the prompt from this UTF-8 file instead (its bytes exactly: no newline translation)")
     p.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate per sample")
     p.add_argument("--temperature", type=float, default=0.8,
                    help="< 1 sharper, > 1 flatter next-token distribution; 0 = greedy")
@@ -98,9 +94,11 @@ def read_prompt(args: argparse.Namespace) -> tuple[str, str]:
         if not path.is_file():
             raise UserError(f"--prompt-file: no file at {str(path)!r}")
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(f"--prompt-file: {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})")
+            data = path.read_bytes()  # bytes, not read_text: "\r\n" stays "\r\n", the prompt is exact
+        except OSError as error:
+            raise UserError(f"--prompt-file: cannot read {str(path)!r} ({error.strerror or error})") from None
+        check_utf8(data, path, "--prompt-file")
+        text = data.decode("utf-8")
         flag = "--prompt-file"
     elif args.prompt is not None:
         text, flag = args.prompt, "--prompt"
@@ -135,7 +133,7 @@ def novelty_index(args: argparse.Namespace, checkpoint: dict) -> tuple[NgramInde
     if not spec:
         raise UserError("--novelty: the checkpoint does not record its training data; "
                         "name it with --data NAME_OR_PATH")
-    name, _, data = read_corpus(spec)
+    name, _, data = read_corpus(spec, allow_binary=True, flag="--data")  # n-grams of bytes: any bytes will do
     return NgramIndex(data[: split_point(data)], args.novelty_n), name
 
 
@@ -180,10 +178,13 @@ def run(args: argparse.Namespace) -> None:
         out.flush()
 
 
+@exit_quietly_on_broken_pipe  # the reader went away (e.g. `python sample.py | head -3`): stop quietly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings():  # warnings as one line each, like errors (restored on return)
+            warnings.showwarning = lambda message, *_, **__: print(f"sample.py: warning: {message}", file=sys.stderr)
+            run(args)
     except UserError as error:
         sys.stdout.flush()
         print(f"sample.py: error: {error}", file=sys.stderr)
@@ -191,9 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (e.g. `python sample.py | head -3`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0
     return 0
 
 

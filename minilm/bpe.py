@@ -50,9 +50,10 @@ corpus. The file we save loads in `tokenizers.Tokenizer.from_file` and encodes i
 """
 from __future__ import annotations
 
-import argparse
+import codecs
 import heapq
 import json
+import os
 import re
 import sys
 import time
@@ -60,6 +61,9 @@ import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
+
+from minilm.cli import OneLineErrorParser, UserError
+from minilm.outputs import atomic_write_text, check_output_file, exit_quietly_on_broken_pipe, remove_stale_temp_files
 
 # ------------------------------------------------------------------------------------------
 # 1. Bytes as printable characters
@@ -787,29 +791,44 @@ class BPETokenizer:
                 f"special_tokens={list(self.special_tokens)})")
 
 
-def _check_special_token(text: str) -> None:
-    """Refuse special tokens that an ordinary token could also spell.
+ORDINARY_WORD = re.compile(r" ?[^\W_]+")  # letters or digits, maybe after one space: what pretokenize keeps whole
 
-    Tokens are strings of byte characters, so a special token like 'é' (alone, the byte 0xE9)
-    or 'Ã©' (the bytes C3 A9, i.e. the ordinary token for "é") would share its string, and so
-    its id, with an ordinary token that stands for other bytes, and decoding would no longer be
-    lossless. Text like "<|endoftext|>" or "[SEP]" is fine: ASCII reads the same both ways,
-    and "<é>" stands for bytes 3C E9 3E, which no valid UTF-8 text contains.
+
+def _check_special_token(text: str) -> None:
+    """Refuse special tokens that ordinary text or an ordinary token could also spell; warn about words.
+
+    - A single character ("a", "\n", "€") is refused: the `tokenizers` library matches special
+      tokens in the text before anything else, so every such character of ordinary text would
+      become the special token, and decoding (which drops special tokens by default there)
+      could not give it back.
+    - An ordinary word ("EOS", "the") gets a warning for the same reason: every occurrence of the
+      word in the text turns into the special token. A marker like "<|EOS|>" is safe.
+    - Tokens are strings of byte characters, so a special token like 'é' (alone, the byte 0xE9)
+      or 'Ã©' (the bytes C3 A9, i.e. the ordinary token for "é") would share its string, and so
+      its id, with an ordinary token that stands for other bytes, and decoding would no longer be
+      lossless. Text like "<|endoftext|>" or "[SEP]" is fine: ASCII reads the same both ways,
+      and "<é>" stands for bytes 3C E9 3E, which no valid UTF-8 text contains.
     """
     if not isinstance(text, str) or not text:
         raise ValueError(f"special token {text!r} must be a non-empty string")
-    if text.isascii() or not all(char in CHAR_TO_BYTE for char in text):
-        return
-    as_bytes = bytes(CHAR_TO_BYTE[char] for char in text)
-    try:
-        as_bytes.decode("utf-8")
-        spells_text = True
-    except UnicodeDecodeError:
-        spells_text = False
-    if len(text) == 1 or spells_text:
-        raise ValueError(f"special token {text!r} is spelled in byte characters and would "
-                         f"collide with the ordinary token for bytes {as_bytes!r}; choose "
-                         "another text")
+    if not text.isascii() and all(char in CHAR_TO_BYTE for char in text):
+        as_bytes = bytes(CHAR_TO_BYTE[char] for char in text)
+        try:
+            as_bytes.decode("utf-8")
+            spells_text = True
+        except UnicodeDecodeError:
+            spells_text = False
+        if len(text) == 1 or spells_text:
+            raise ValueError(f"special token {text!r} is spelled in byte characters and would "
+                             f"collide with the ordinary token for bytes {as_bytes!r}; choose another text")
+    if len(text) == 1:
+        raise ValueError(f"special token {text!r} is a single character: every {text!r} in ordinary text "
+                         "would become the special token and could not be decoded back; choose a marker "
+                         "such as '<|endoftext|>'")
+    if ORDINARY_WORD.fullmatch(text):
+        warnings.warn(f"special token {text!r} is an ordinary word: every {text!r} in the text will become the "
+                      f"special token (and the `tokenizers` library drops it when decoding); "
+                      f"a marker such as '<|{text.strip()}|>' is safer", stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------------
@@ -817,15 +836,28 @@ def _check_special_token(text: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+# Byte-order marks of Unicode encodings other than UTF-8 (UTF-32 LE first: it begins like UTF-16 LE)
+OTHER_UNICODE_MARKS = [(codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                       (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")]
+
+
 def read_text(path: str | Path, errors: str = "strict") -> str:
-    """A file's text as UTF-8, with one-line errors: missing, empty, or not UTF-8 (naming the
-    byte offset). errors="replace" turns invalid bytes into U+FFFD instead."""
+    """A file's text as UTF-8, with one-line errors: missing, empty, UTF-16/UTF-32 (named from
+    the byte-order mark), or not UTF-8 (naming the byte offset). errors="replace" turns invalid
+    bytes into U+FFFD instead."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
     if not data:
         raise ValueError(f"{path}: file is empty")
+    for mark, encoding in OTHER_UNICODE_MARKS:
+        if data.startswith(mark):
+            raise ValueError(f"{path}: this is {encoding} text (it starts with a {encoding} byte-order mark), "
+                             f"not UTF-8; convert it first, e.g. iconv -f {encoding} -t UTF-8")
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as error:
@@ -834,7 +866,22 @@ def read_text(path: str | Path, errors: str = "strict") -> str:
                          "--errors replace") from None
 
 
+def _check_train_output(args) -> Path:
+    """Before any work: --out must be a writable file path, not one of the input files, and not
+    an existing file unless --overwrite."""
+    out = check_output_file(args.out, "--out")
+    for source in args.files:
+        if Path(source).exists() and out.exists() and os.path.samefile(source, out):
+            raise UserError(f"--out: {args.out!r} is the input file {source!r}; writing the tokenizer there "
+                            "would replace the text it is trained on; choose another --out")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--out: {args.out!r} already exists; pass --overwrite to replace it")
+    remove_stale_temp_files(out.parent if str(out.parent) else ".", [out.name])
+    return out
+
+
 def _cli_train(args) -> None:
+    out = _check_train_output(args)
     text = "".join(read_text(path, args.errors) for path in args.files)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -842,9 +889,9 @@ def _cli_train(args) -> None:
         tok = BPETokenizer.train(text, args.vocab_size, args.min_frequency, args.special,
                                  args.trainer, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    tok.save(args.out)
+    for message in dict.fromkeys(str(warning.message) for warning in caught):  # each once, in order
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+    atomic_write_text(out, tok.to_json())
     print(f"trained {tok.vocab_size} tokens ({len(tok.merges)} merges) on "
           f"{len(text.encode()):,} bytes in {seconds:.2f} s -> {args.out}")
 
@@ -885,9 +932,16 @@ def _cli_stats(args) -> None:
             print(f"  id {i:5d}  {len(tok.token_bytes(i)):3d} bytes  {_show_token(tok, i)}")
 
 
+PROG = "python -m minilm.bpe"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+@exit_quietly_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minilm.bpe",
-                                     description="Byte-level BPE tokenizer: train, encode, stats.")
+    parser = OneLineErrorParser(prog=PROG, description="Byte-level BPE tokenizer: train, encode, stats.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="learn merges from text files")
@@ -897,7 +951,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--special", action="append", default=[], metavar="TEXT",
                        help="a special token, e.g. '<|endoftext|>' (repeatable)")
     train.add_argument("--trainer", choices=sorted(TRAINERS), default="incremental")
-    train.add_argument("--out", required=True, help="where to write tokenizer.json")
+    train.add_argument("--out", required=True, help="where to write tokenizer.json (its folder must exist)")
+    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     encode = commands.add_parser("encode", help="print the ids (or tokens) of a text")
@@ -918,10 +973,17 @@ def main(argv: list[str] | None = None) -> int:
                              help="what to do with bytes that are not UTF-8 (default: fail)")
     args = parser.parse_args(argv)
     try:
-        {"train": _cli_train, "encode": _cli_encode, "stats": _cli_stats}[args.command](args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        with warnings.catch_warnings():  # warnings as one line each, like errors (restored on return)
+            warnings.showwarning = _one_line_warning
+            {"train": _cli_train, "encode": _cli_encode, "stats": _cli_stats}[args.command](args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the broken-pipe guard, not at exit
+    except ValueError as error:  # UserError and the tokenizer's own ValueErrors: one line
+        sys.stdout.flush()
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,7 +1,8 @@
 """From a text file to batches of token ids.
 
 Read top to bottom:
-1. corpora: a bundled name ("shakespeare", see `data/SOURCES.md`) or a path to any UTF-8 file;
+1. corpora: a bundled name ("shakespeare", see `data/SOURCES.md`) or a path to any UTF-8 file
+   (checked: a file that is not UTF-8 is refused naming the byte offset, unless allow_binary);
 2. the train/validation split: the last 10% of the file's bytes are held out;
 3. tokenizers: raw bytes (vocab 256, the default, so every model can score every domain) or a
    byte-level BPE `tokenizer.json` (`minilm.bpe`);
@@ -14,11 +15,12 @@ Shape letters: B batch size, T block size (context length), N number of windows.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
 import re
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from minilm.cli import UserError  # noqa: F401  (re-exported: many modules import it from here)
+from minilm.outputs import DiskFullError, atomic_write, atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
@@ -44,25 +47,84 @@ def bundled_corpora() -> list[str]:
     return sorted(path.stem for path in DATA_DIR.glob("*.txt"))
 
 
-def resolve_corpus(spec: str | os.PathLike) -> Path:
-    """A bundled corpus name ("shakespeare") or a file path -> the path of the text file."""
+def resolve_corpus(spec: str | os.PathLike, flag: str = "--data") -> Path:
+    """A bundled corpus name ("shakespeare") or a file path -> the path of the text file.
+    `flag` is the command-line flag that named the corpus, for error messages."""
     spec = str(spec)
     if spec in bundled_corpora():
         return DATA_DIR / f"{spec}.txt"
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        raise UserError(f"{flag}: {spec!r} is a folder; expected a text file or a bundled corpus "
+                        f"({', '.join(bundled_corpora())})")
     raise UserError(
-        f"--data: {spec!r} is neither a bundled corpus ({', '.join(bundled_corpora())}) nor an existing file"
+        f"{flag}: {spec!r} is neither a bundled corpus ({', '.join(bundled_corpora())}) nor an existing file"
     )
 
 
-def read_corpus(spec: str | os.PathLike) -> tuple[str, Path, bytes]:
-    """Read a corpus as raw bytes. Returns (short name, path, bytes); empty files are refused."""
-    path = resolve_corpus(spec)
-    data = path.read_bytes()
+# Byte-order marks of the Unicode encodings that are not UTF-8; UTF-32 first (its LE mark
+# begins with UTF-16 LE's).
+BYTE_ORDER_MARKS = [(codecs.BOM_UTF32_LE, "UTF-32 little-endian"), (codecs.BOM_UTF32_BE, "UTF-32 big-endian"),
+                    (codecs.BOM_UTF16_LE, "UTF-16 little-endian"), (codecs.BOM_UTF16_BE, "UTF-16 big-endian")]
+CHECK_CHUNK = 1 << 24  # UTF-8 is validated 16 MiB at a time, so no decoded copy of a big corpus is kept
+
+
+def first_invalid_utf8(data: bytes) -> int | None:
+    """The offset of the first byte of `data` that is not part of valid UTF-8, or None.
+
+    Checked a chunk at a time with the incremental decoder: a character cut at the end of a
+    chunk is not an error, it is left for the next chunk (`consumed` stops before it). A chunk
+    of at least 4 bytes always consumes something, since no UTF-8 character is longer.
+    """
+    view = memoryview(data)
+    start = 0
+    while True:
+        end = min(start + max(CHECK_CHUNK, 4), len(data))
+        last = end == len(data)
+        try:
+            _, consumed = codecs.utf_8_decode(view[start:end], "strict", last)
+        except UnicodeDecodeError as error:
+            return start + error.start
+        if last:
+            return None
+        start += consumed
+
+
+def check_utf8(data: bytes, path: Path, flag: str = "--data", hint: str = "") -> None:
+    """Refuse bytes that are not UTF-8 text with one line: the file, the absolute byte offset and
+    the byte there; UTF-16 and UTF-32 files (with a byte-order mark) are named as such. `hint`
+    is added to the message about invalid bytes."""
+    for mark, encoding in BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            raise UserError(f"{flag}: {str(path)!r} is {encoding} text (it starts with that byte-order mark); "
+                            f"minilm reads UTF-8: convert it first, e.g. iconv -f {encoding.split()[0]} -t UTF-8")
+    offset = first_invalid_utf8(data)
+    if offset is not None:
+        raise UserError(f"{flag}: {str(path)!r} is not valid UTF-8: byte {offset} (0x{data[offset]:02x}) does not "
+                        f"belong to a UTF-8 character; fix or convert the file{hint}")
+    if data.count(0) * 4 > len(data):
+        raise UserError(f"{flag}: {str(path)!r} is more than a quarter NUL bytes: UTF-16 or UTF-32 text without a "
+                        "byte-order mark, or a binary file; convert it to UTF-8 first")
+
+
+def read_corpus(spec: str | os.PathLike, allow_binary: bool = False, flag: str = "--data") -> tuple[str, Path, bytes]:
+    """Read a corpus as raw bytes. Returns (short name, path, bytes).
+
+    Empty files are refused, and so are files that are not UTF-8 text (see `check_utf8`) unless
+    `allow_binary` (only the raw-byte tokenizer can take arbitrary bytes). `flag` names the
+    command-line flag that gave `spec`, for the error messages.
+    """
+    path = resolve_corpus(spec, flag)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{flag}: cannot read {str(path)!r} ({error.strerror or error})") from None
     if not data:
-        raise UserError(f"--data: corpus file {str(path)!r} is empty; expected some UTF-8 text")
+        raise UserError(f"{flag}: corpus file {str(path)!r} is empty; expected some UTF-8 text")
+    if not allow_binary:
+        check_utf8(data, path, flag, hint=" (train.py --allow-binary lets the raw-byte tokenizer take any bytes)")
     return path.stem, path, data
 
 
@@ -231,32 +293,44 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def array_sha256(tokens: np.ndarray) -> str:
+    """sha256 of an array's raw bytes (a memory-mapped array is read from the file)."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(tokens)).cast("B")).hexdigest()
+
+
 def cached_tokens(data: bytes, tokenizer, cache_dir: str | os.PathLike | None, name: str = "corpus") -> np.ndarray:
     """Token ids of `data`, read from (or written to) `cache_dir` and memory-mapped.
 
     The file name carries the sha256 of the bytes and of the tokenizer's JSON, so a changed
-    corpus or tokenizer never reads a stale array. The write is atomic (temp file + rename),
-    so two processes (e.g. DDP ranks) may race safely. With cache_dir=None, or when the cache
-    cannot be written, the array is simply kept in memory.
+    corpus or tokenizer never reads a stale array. Next to each array, `NAME.npy.sha256` holds
+    the sha256 of the array's contents, checked every time the array is mapped: a damaged file
+    (zeroed, truncated, edited) is rebuilt with a warning instead of being trained on. The writes
+    are atomic (temp file + rename), so two processes (e.g. DDP ranks) may race safely. With
+    cache_dir=None, or when the cache cannot be written, the array is simply kept in memory.
     """
     if cache_dir is None:
         return tokenize(data, tokenizer, name)
     key = f"{sha256_hex(data)[:16]}-{sha256_hex(tokenizer.to_json().encode())[:12]}"
     safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
     path = Path(cache_dir) / f"{safe_name}-{key}.npy"
-    if path.is_file():
+    checksum_path = path.with_name(path.name + ".sha256")
+    if path.is_file() and checksum_path.is_file():
         try:
-            return np.load(path, mmap_mode="r")
-        except (OSError, ValueError):
-            pass  # a damaged cache file is rebuilt below
+            tokens = np.load(path, mmap_mode="r")
+            if array_sha256(tokens) == checksum_path.read_text(encoding="ascii").strip():
+                return tokens
+            problem = "its contents do not match their checksum"
+        except (OSError, ValueError, UnicodeDecodeError):
+            problem = "it cannot be read"
+        print(f"minilm: warning: the cached token array {str(path)!r} is damaged ({problem}); rebuilding it",
+              file=sys.stderr)
     tokens = tokenize(data, tokenizer, name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            np.save(handle, tokens)
-        os.replace(handle.name, path)
+        atomic_write(path, lambda handle: np.save(handle, tokens))
+        atomic_write_bytes(checksum_path, array_sha256(tokens).encode("ascii"))
         return np.load(path, mmap_mode="r")
-    except OSError:
+    except (OSError, DiskFullError):  # the cache is an optimisation: without it, keep the array in memory
         return tokens
 
 
@@ -273,9 +347,14 @@ class Corpus:
 
 
 def load_corpus(spec: str | os.PathLike, tokenizer, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
-                val_fraction: float = VAL_FRACTION) -> Corpus:
-    """Read, split and tokenize a corpus. The two parts are tokenized separately."""
-    name, path, data = read_corpus(spec)
+                val_fraction: float = VAL_FRACTION, allow_binary: bool = False, flag: str = "--data") -> Corpus:
+    """Read, split and tokenize a corpus. The two parts are tokenized separately.
+
+    `allow_binary` lets the raw-byte tokenizer take a file that is not UTF-8 text; a BPE
+    tokenizer needs text, so with one the file is checked regardless. `flag` names the
+    command-line flag that gave `spec` (--data, --mix, ...), for error messages.
+    """
+    name, path, data = read_corpus(spec, allow_binary=allow_binary and type(tokenizer) is ByteTokenizer, flag=flag)
     cut = split_point(data, val_fraction)
     train = cached_tokens(data[:cut], tokenizer, cache_dir, f"{name}-train")
     val = cached_tokens(data[cut:], tokenizer, cache_dir, f"{name}-val")
@@ -305,7 +384,7 @@ class BatchSampler:
         if len(sources) != len(weights) or not sources:
             raise ValueError("BatchSampler needs one weight per source and at least one source")
         names = list(names) if names is not None else [f"source {i}" for i in range(len(sources))]
-        for name, tokens in zip(names, sources):
+        for name, tokens in zip(names, sources, strict=True):
             if len(tokens) < block_size + 1:
                 raise UserError(
                     f"--data: {name} has {len(tokens)} training tokens; expected at least "

@@ -19,11 +19,13 @@ Only h_{t-1} W_hh^T has to wait for the previous step, and that is the loop.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from minilm.cli import UserError, config_from_dict, validate_config
 
 # ----------------------------------------------------------------------------------------------
 # The cells: one time step, given the input half of the gates already computed
@@ -230,28 +232,19 @@ class LSTMConfig:
     tie_weights: bool = True  # output layer = embedding matrix (with an H -> E projection if H != E)
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_embd", "n_hidden", "n_layer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"LSTMConfig.{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LSTMConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"LSTMConfig.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if not isinstance(self.tie_weights, bool):
-            raise ValueError(f"LSTMConfig.tie_weights must be True or False, got {self.tie_weights!r}")
+        validate_config(self, {
+            "vocab_size": ("int", 1), "n_embd": ("int", 1), "n_hidden": ("int", 1), "n_layer": ("int", 1),
+            "dropout": ("number", 0.0, 1.0), "cell": ("choice", tuple(sorted(CELLS))), "tie_weights": ("bool",),
+        })
+        if self.dropout == 1.0:  # nn.Dropout(1.0) would zero every activation
+            raise UserError(f"LSTMConfig.dropout: expected a number in [0, 1), got {self.dropout!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LSTMConfig":
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            raise ValueError(f"LSTMConfig.from_dict: unknown keys {unknown}; allowed keys are {allowed}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class LSTMLM(nn.Module):

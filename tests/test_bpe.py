@@ -451,5 +451,5 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
                      str(tmp_path / "t.json"), "--quiet", "--errors", "replace"]) == 0
     assert "warning: vocab_size=300" in capsys.readouterr().err
     assert bpe.main(["train", str(bad), "--vocab-size", "10", "--out",
-                     str(tmp_path / "t.json"), "--quiet", "--errors", "replace"]) == 2
+                     str(tmp_path / "t.json"), "--quiet", "--errors", "replace", "--overwrite"]) == 2
     assert "too small" in capsys.readouterr().err

@@ -390,7 +390,7 @@ def test_bad_config_field_is_named(field, value):
 
 
 def test_unknown_config_key_is_named():
-    with pytest.raises(ValueError, match="unknown keys.*n_head"):
+    with pytest.raises(ValueError, match="unknown field.*n_head"):
         LSTMConfig.from_dict({**LSTMConfig().to_dict(), "n_head": 4})
 
 
