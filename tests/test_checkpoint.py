@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from minilm.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state, check_compatible, load_model,
-                               read_checkpoint, restore_rng_state, save_checkpoint, unwrap_model)
+from minilm.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    capture_rng_state,
+    check_compatible,
+    load_model,
+    read_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    unwrap_model,
+)
 from minilm.data import ByteTokenizer
 from minilm.gpt import GPT, GPTConfig
 

@@ -1,17 +1,27 @@
 """The data pipeline: corpora, the byte-level split, tokenizers, the token cache, batches, val windows."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minilm.data import (BatchSampler, ByteTokenizer, UserError, bundled_corpora, cached_tokens, load_corpus,
-                         load_tokenizer, read_corpus, resolve_corpus, split_point, token_dtype, tokenizer_from_json,
-                         validation_windows)
+from minilm.data import (
+    BatchSampler,
+    ByteTokenizer,
+    UserError,
+    bundled_corpora,
+    cached_tokens,
+    load_corpus,
+    load_tokenizer,
+    read_corpus,
+    resolve_corpus,
+    split_point,
+    token_dtype,
+    tokenizer_from_json,
+    validation_windows,
+)
 
 BUNDLED = ["bible", "legal", "poetry_zh", "shakespeare", "stories", "wikitext"]
 
@@ -167,13 +177,14 @@ def test_same_seed_same_batches_and_state_restores_the_stream():
     tokens = make_source()
     first = BatchSampler([tokens], [1.0], 8, 3, seed=7)
     second = BatchSampler([tokens], [1.0], 8, 3, seed=7)
-    assert all(torch.equal(a, b) for a, b in zip(first.next_step()[0], second.next_step()[0]))
+    assert all(torch.equal(a, b) for a, b in zip(first.next_step()[0], second.next_step()[0], strict=True))
     state = first.state_dict()
     expected = first.next_step(grad_accum=2)
     restored = BatchSampler([tokens], [1.0], 8, 3, seed=999)
     restored.load_state_dict(state)
     got = restored.next_step(grad_accum=2)
-    assert all(torch.equal(a, b) for pair_a, pair_b in zip(expected, got) for a, b in zip(pair_a, pair_b))
+    assert all(torch.equal(a, b) for pair_a, pair_b in zip(expected, got, strict=True)
+               for a, b in zip(pair_a, pair_b, strict=True))
     assert not torch.equal(BatchSampler([tokens], [1.0], 8, 3, seed=8).next_step()[0][0], second.next_step()[0][0])
 
 
@@ -244,8 +255,9 @@ def test_short_validation_split_gives_one_shorter_window_and_too_short_is_refuse
         validation_windows(np.arange(1, dtype=np.uint16), block_size=64)
 
 
-def test_bpe_tokenizer_json_loads_when_bpe_is_available(tmp_path):
-    bpe = pytest.importorskip("minilm.bpe")
+def test_bpe_tokenizer_json_loads(tmp_path):
+    from minilm import bpe
+
     text = open(resolve_corpus("shakespeare"), encoding="utf-8").read()[:20000]
     tokenizer = bpe.BPETokenizer.train(text, 300)
     path = tmp_path / "tokenizer.json"
