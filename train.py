@@ -36,6 +36,7 @@ HELP: dict[str, dict[str, str]] = {
                "e.g. --mix bible=0.1",
         "eval_extra": "also report validation bits/byte on this corpus (repeatable)",
         "tokenizer": "'bytes' (vocab 256) or a path to a BPE tokenizer.json",
+        "allow_binary": "accept corpora that are not UTF-8 text (with the bytes tokenizer only)",
         "model": "model family",
         "model_args": "any other model config field, KEY=VALUE (repeatable), e.g. --model-arg bias=false",
         "init_from": "start from these weights (fresh optimizer): a minilm checkpoint, or hf:NAME_OR_DIR for a "

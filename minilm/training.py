@@ -76,6 +76,7 @@ class TrainConfig:
     mix: dict = field(default_factory=dict)  # other corpora -> share of batch rows, e.g. {"bible": 0.1}
     eval_extra: list = field(default_factory=list)  # more corpora to score at every eval (not trained on)
     tokenizer: str = "bytes"  # "bytes" or a path to a BPE tokenizer.json
+    allow_binary: bool = False  # accept corpora that are not UTF-8 text (the bytes tokenizer only)
     # the model
     model: str = "gpt"  # "gpt" | "lstm"
     model_args: dict = field(default_factory=dict)  # GPTConfig / LSTMConfig fields (n_layer, ...)
@@ -163,7 +164,7 @@ def config_flag(field_name: str) -> str:
 
 # The rules of minilm.cli.validate_config for each plain field.
 CONFIG_RULES: dict[str, tuple] = {
-    "data": ("str",), "tokenizer": ("str",), "model": ("choice", ("gpt", "lstm")), "block_size": ("int", 1),
+    "data": ("str",), "tokenizer": ("str",), "allow_binary": ("bool",), "model": ("choice", ("gpt", "lstm")), "block_size": ("int", 1),
     "init_from": ("str",), "preset": ("choice", ("", *PRESETS)),
     "batch_size": ("int", 1), "grad_accum": ("int", 1), "steps": ("int", 1),
     "lr": ("open_number", 0.0, None), "min_lr": ("number", 0.0, None), "warmup_steps": ("int", 0),
@@ -502,13 +503,15 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
             tokenizer = load_tokenizer(config.tokenizer)
 
         cache_dir = resolve_cache_dir(config.cache_dir)
-        main_corpus = load_corpus(config.data, tokenizer, cache_dir)
-        mixed = [load_corpus(spec, tokenizer, cache_dir) for spec in config.mix]
+        binary = config.allow_binary
+        main_corpus = load_corpus(config.data, tokenizer, cache_dir, allow_binary=binary, flag="--data")
+        mixed = [load_corpus(spec, tokenizer, cache_dir, allow_binary=binary, flag="--mix") for spec in config.mix]
         weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
         sampler = BatchSampler([main_corpus.train] + [c.train for c in mixed], weights, config.block_size,
                                config.batch_size, config.seed, names=[main_corpus.name] + [c.name for c in mixed],
                                rank=ddp.rank, world_size=ddp.world_size)
-        extra = [load_corpus(spec, tokenizer, cache_dir) for spec in config.eval_extra]
+        extra = [load_corpus(spec, tokenizer, cache_dir, allow_binary=binary, flag="--eval-extra")
+                 for spec in config.eval_extra]
         eval_sets = [make_eval_set(c, tokenizer, config.block_size, config.eval_windows)
                      for c in [main_corpus] + mixed + extra]
     except BaseException:

@@ -385,6 +385,18 @@ def test_values_are_parsed_strictly(capsys, flags, expected):
     assert status == 2 and one_line(err) and expected in err, err
 
 
+@pytest.mark.parametrize("flag", ["--data", "--eval-extra"])
+def test_a_corpus_that_is_not_utf8_is_named_with_its_flag_unless_allow_binary(tmp_path, capsys, flag):
+    text = (REPO_ROOT / "data" / "shakespeare.txt").read_bytes()[:20000]
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(text[:12345] + b"\xff\xfe" + text[12345:])
+    corpus = ["--data", str(binary)] if flag == "--data" else ["--eval-extra", str(binary)]
+    status, _, err = run_cli(QUICK + corpus + ["--out", ""], capsys)
+    assert status == 2 and one_line(err) and flag in err and "12345" in err, err
+    status, _, err = run_cli(QUICK + corpus + ["--out", "", "--allow-binary"], capsys)
+    assert status == 0, err
+
+
 # --- divergence -----------------------------------------------------------------------------------------
 
 
