@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", default="runs/shakespeare/ckpt.pt",
                    help="checkpoint written by train.py")
+    p.add_argument("--hf", default=None, metavar="NAME_OR_DIR",
+                   help="sample from a Hugging Face GPT-2 instead of --ckpt: a local folder (config.json, weights, "
+                        "tokenizer files), or a hub name such as gpt2 where the hub is reachable")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompt", default=None,
                         help="text to continue; without --prompt/--prompt-file a newline is used")
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8,
                    help="< 1 sharper, > 1 flatter next-token distribution; 0 = greedy")
     p.add_argument("--top-k", type=int, default=None,
-                   help="sample only among the k most likely tokens (default: no limit)")
+                   help="sample only among the k most likely tokens (None: no limit)")
     p.add_argument("--top-p", type=float, default=0.95,
                    help="nucleus sampling: the smallest set of tokens whose probability reaches p; 1 = off")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (no randomness)")
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--novelty-n", type=int, default=8, help="n-gram length in bytes for --novelty")
     p.add_argument("--data", default=None,
                    help="training text for --novelty: a bundled corpus name or a file path; its first 90%% "
-                        "(the training split) is used. Default: the corpus the checkpoint was trained on")
+                        "(the training split) is used. None: the corpus the checkpoint was trained on")
     p.add_argument("--no-stream", action="store_true", help="print each sample when it is complete")
     return p
 
@@ -143,7 +146,12 @@ def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer, checkpoint = load_model(args.ckpt, device)
+    if args.hf:
+        from minilm.hf import load_for_sampling
+
+        (model, tokenizer), checkpoint = load_for_sampling(args.hf, device), {}
+    else:
+        model, tokenizer, checkpoint = load_model(args.ckpt, device)
     ids = encode_prompt(prompt, flag, tokenizer, model)
     index, corpus_name = novelty_index(args, checkpoint) if args.novelty else (None, "")
 
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
             tokens = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p, greedy=args.greedy, generator=generator, on_token=streamer)
         except ValueError as error:  # the arguments were checked above: this is the model's output
-            raise UserError(f"--ckpt {args.ckpt}: {error}") from None
+            raise UserError(f"{'--hf ' + args.hf if args.hf else '--ckpt ' + args.ckpt}: {error}") from None
         new_ids = tokens[0, len(ids):].tolist()
         if streamer is not None:
             streamer.finish()

@@ -100,6 +100,21 @@ def test_gpt_from_hf_is_the_imported_model(gpt2_folder, imported):
         assert torch.equal(p.double(), q), name
 
 
+def test_sample_py_hf_prints_the_greedy_continuation_of_the_imported_model(gpt2_folder):
+    from test_sampling import run_main
+
+    folder, _ = gpt2_folder
+    model, tokenizer = hf.from_hf(folder)
+    prompt = "The cat sat"
+    expected = tokenizer.decode(generate(model, tokenizer.encode(prompt), max_new_tokens=12, greedy=True)[0].tolist())
+    status, out, err = run_main("--hf", str(folder), "--prompt", prompt, "--greedy", "--max-new-tokens", "12",
+                                "--device", "cpu")
+    assert status == 0, err
+    assert out == expected + "\n"
+    status, _, err = run_main("--hf", str(folder / "missing"), "--prompt", prompt)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "--hf" in err, err
+
+
 def test_imported_logits_equal_transformers_in_float64(gpt2_folder, imported):
     _, theirs = gpt2_folder
     ours, tokenizer = imported
