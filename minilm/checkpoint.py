@@ -248,7 +248,7 @@ def check_compatible(checkpoint: dict, model_kind: str, model_config: dict, toke
         raise CheckpointError(
             f"--resume: {path!r} holds a {checkpoint['model_kind']!r} model; this run asks for --model {model_kind}"
         )
-    saved = checkpoint["model_config"]
+    saved = config_from_checkpoint(checkpoint, path)[1].to_dict()  # older field names mapped to today's
     differing = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
     if differing:
         details = ", ".join(f"{k}={saved.get(k)!r} vs {model_config.get(k)!r}" for k in differing[:4])

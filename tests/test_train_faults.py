@@ -327,6 +327,16 @@ def test_a_run_saved_before_run_ids_existed_resumes_again_and_again(tmp_path):
     assert [r["step"] for r in read_log(out)] == [0, 4, 8, 12]
 
 
+def test_a_run_saved_when_kernels_was_called_attn_impl_resumes(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(out_dir=str(out), stop_at_step=5))
+    checkpoint = read_checkpoint(out / "ckpt.pt")
+    config = checkpoint["model_config"]
+    config["attn_impl"] = {"fused": "fast", "readable": "readable"}[config.pop("kernels")]
+    torch.save(checkpoint, out / "ckpt.pt")
+    assert train(tiny_config(out_dir=str(out), resume=True)).step == 12
+
+
 # --- --resume keeps its meaning -------------------------------------------------------------------------
 
 
