@@ -109,8 +109,16 @@ def test_a_selected_experiment_runs_with_its_prerequisite_only(tmp_path, serial_
     assert len(trained) == 2 * 2 + 2
     text = (out_dir / "report.md").read_text()
     assert "## 2. Mixed-domain training" in text and "## 3." not in text
-    assert "- Experiment 2 use one seed" in text
+    assert "- Section 2 rests on one seed" in text
     assert report["mixing"] == serial_run[1]["mixing"]
+
+
+def test_the_notes_name_exactly_the_sections_that_rest_on_one_seed(serial_run):
+    out_dir, report = serial_run
+    numbers = {name: n for n, name in enumerate(report["experiments"], start=1)}
+    one_seed = sorted(numbers[name] for name in ("mixing", "transfer", "lstm_vs_gpt"))  # not matrix, curves, counting
+    expected = "- Sections " + ", ".join(map(str, one_seed)) + " rest on one seed (seed 0)"
+    assert expected in (out_dir / "report.md").read_text()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -101,14 +101,17 @@ def header(report: dict, plot_note: str | None) -> list[str]:
     return out
 
 
-def notes(numbers: dict[str, int]) -> list[str]:
-    """The closing notes; `numbers` maps each experiment of this report to its section number."""
-    one_seed = sorted(number for name, number in numbers.items() if name != "matrix")
+def notes(experiments: list, numbers: dict[str, int]) -> list[str]:
+    """The closing notes; `numbers` maps each experiment of this report to its section number.
+
+    An experiment module says how many seeds its numbers rest on with `SEEDS`: "all" (the preset's
+    seeds, with spreads), "one" (seed 0; the default) or "none" (nothing random: counting)."""
+    one_seed = [numbers[e.name] for e in experiments if getattr(e.module, "SEEDS", "one") == "one"]
     out = ["## Notes\n"]
     if one_seed:
-        span = f"{one_seed[0]}-{one_seed[-1]}" if len(one_seed) > 1 else f"{one_seed[0]}"
-        out.append(f"- Experiment{'s' if len(one_seed) > 1 else ''} {span} use one seed (seed 0); compare "
-                   "their differences with the matrix's seed spread above.")
+        sections = ", ".join(str(number) for number in sorted(one_seed))
+        out.append(f"- Section{'s' if len(one_seed) > 1 else ''} {sections} rest{'' if len(one_seed) > 1 else 's'} "
+                   "on one seed (seed 0); compare their differences with the matrix's seed spread above.")
     out.append("- Timings come from whatever else the machine was doing; "
                "the step time above is the median over the run.")
     out.append("- Every number here is in `report.json` (per seed for the matrix).")
@@ -121,7 +124,7 @@ def write_markdown(report: dict, experiments: list, figures: list[str], plot_not
     numbers = {experiment.name: number for number, experiment in enumerate(experiments, start=1)}
     for experiment in experiments:
         out.append(experiment.write_section(report, numbers[experiment.name], figures))
-    out += notes(numbers)
+    out += notes(experiments, numbers)
     return "\n".join(out) + "\n"
 
 
