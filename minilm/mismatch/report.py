@@ -92,10 +92,11 @@ def header(report: dict, plot_note: str | None) -> list[str]:
            f"({eval_sizes}).  \n"
            f"Machine: {m['platform']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads), device {m['device']}"
            f"{', ' + m['gpu'] if 'gpu' in m else ''}; Python {m['python']}, torch {m['torch']}.  \n"
-           f"Started {report['started']}; took {report['timing']['total_seconds'] / 60:.1f} minutes "
+           f"Started {report['started']}" + (f" at commit {report['commit']}" if report.get("commit") else "")
+           + f"; took {report['timing']['total_seconds'] / 60:.1f} minutes "
            f"({report['timing']['models_trained']} models, "
            f"median step {fmt(report['timing']['median_step_ms'], 1)} ms, "
-           f"{report['timing']['cpu_seconds'] / 60:.1f} minutes of CPU time).\n"]
+           f"{report['timing']['cpu_seconds'] / 60:.1f} minutes of CPU time in the main process).\n"]
     if plot_note:
         out.append(f"> {plot_note}\n")
     return out

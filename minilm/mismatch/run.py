@@ -7,6 +7,7 @@ import os
 import platform
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,17 +41,30 @@ def run_grid(config: MismatchConfig, domains: dict[str, Domain], pair: tuple[str
         torch.set_num_threads(threads_before)
 
 
+def source_commit() -> str | None:
+    """The git commit of the code that made the report (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
 def _run_grid(config, domains, pair, experiments, parts, command, rank, world, say) -> dict | None:
     from minilm.devices import pick_device
 
     started, cpu_started = time.time(), time.process_time()
+    started_at = datetime.datetime.now().isoformat(timespec="seconds")
     grid = Grid(config, domains, pair, parts)
     jobs = [job for experiment in experiments for job in experiment.jobs(grid)]
     results = run_jobs(grid, jobs, parts, rank, world, say)
     if results is None:
         return None
     report = {"command": command, "config": asdict(config),
-              "started": datetime.datetime.now().isoformat(timespec="seconds"),
+              "started": started_at, "commit": source_commit(),
               "machine": machine_info(str(pick_device(config.device))),
               "domains": {name: {"path": str(d.path), "train_bytes": d.train_bytes, "val_bytes": d.val_bytes,
                                  "eval_windows": int(d.eval_set.windows.shape[0]), "eval_bytes": d.eval_set.num_bytes}
