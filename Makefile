@@ -29,6 +29,7 @@ check-twins: $(STAMP)
 	$(PY) -m minilm.check_twins
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 clean:

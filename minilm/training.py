@@ -164,7 +164,8 @@ def config_flag(field_name: str) -> str:
 
 # The rules of minilm.cli.validate_config for each plain field.
 CONFIG_RULES: dict[str, tuple] = {
-    "data": ("str",), "tokenizer": ("str",), "allow_binary": ("bool",), "model": ("choice", ("gpt", "lstm")), "block_size": ("int", 1),
+    "data": ("str",), "tokenizer": ("str",), "allow_binary": ("bool",), "model": ("choice", ("gpt", "lstm")),
+    "block_size": ("int", 1),
     "init_from": ("str",), "preset": ("choice", ("", *PRESETS)),
     "batch_size": ("int", 1), "grad_accum": ("int", 1), "steps": ("int", 1),
     "lr": ("open_number", 0.0, None), "min_lr": ("number", 0.0, None), "warmup_steps": ("int", 0),
