@@ -8,6 +8,9 @@ initial alphabet, trained with `train_from_iterator`; and, for encoding, the sam
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -453,3 +456,23 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert bpe.main(["train", str(bad), "--vocab-size", "10", "--out",
                      str(tmp_path / "t.json"), "--quiet", "--errors", "replace", "--overwrite"]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+def test_the_command_line_trains_and_encodes_without_importing_torch(tmp_path):
+    """`python -m minilm.bpe` needs no PyTorch; `import minilm` must not pull it in (it is lazy)."""
+    repo = Path(__file__).resolve().parent.parent
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat; the cat ate the rat. " * 50, encoding="utf-8")
+    tokenizer = tmp_path / "tok.json"
+    train = ["train", str(corpus), "--vocab-size", "280", "--out", str(tokenizer), "--quiet"]
+    encode = ["encode", "--tokenizer", str(tokenizer), "--text", "the cat"]
+    program = ("import runpy, sys\n"
+               f"for argv in ({train!r}, {encode!r}):\n"
+               "    sys.argv = ['bpe'] + argv\n"
+               "    try:\n        runpy.run_module('minilm.bpe', run_name='__main__')\n"
+               "    except SystemExit as exit_:\n        assert not exit_.code, exit_.code\n"
+               "print('loaded torch:', 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=repo, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert tokenizer.is_file() and done.stdout.strip().endswith("loaded torch: False"), done.stdout
