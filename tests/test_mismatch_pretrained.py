@@ -43,11 +43,21 @@ def tiny_gpt2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pretrained_run(tiny_gpt2, tmp_path_factory):
+    """(out dir, report.json, the TrainConfig of every model trained) of the micro grid with the tiny model."""
     out_dir = tmp_path_factory.mktemp("pretrained_run") / "report"
-    code = mismatch.main(MICRO + ["--experiments", "pretrained", "--init-from", f"hf:{tiny_gpt2}",
-                                  "--out", str(out_dir)])
+    trained = []
+    original = mismatch.Grid.train
+
+    def recording(self, config, model=None):
+        trained.append(config)
+        return original(self, config, model)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mismatch.Grid, "train", recording)
+        code = mismatch.main(MICRO + ["--experiments", "pretrained", "--init-from", f"hf:{tiny_gpt2}",
+                                      "--out", str(out_dir)])
     assert code == 0
-    return out_dir, json.loads((out_dir / "report.json").read_text())
+    return out_dir, json.loads((out_dir / "report.json").read_text()), trained
 
 
 def bits_per_byte_by_hand(model, tokenizer, domain: str, block_size: int, max_windows: int) -> float:
@@ -62,7 +72,7 @@ def bits_per_byte_by_hand(model, tokenizer, domain: str, block_size: int, max_wi
 
 
 def test_the_pretrained_row_is_bits_per_byte_over_its_own_tokens(tiny_gpt2, pretrained_run):
-    _, report = pretrained_run
+    _, report, _ = pretrained_run
     p = report["pretrained"]
     model, tokenizer = hf.from_hf(tiny_gpt2)
     assert p["block_size"] == 24 == min(report["config"]["block_size"], model.config.block_size)
@@ -73,8 +83,12 @@ def test_the_pretrained_row_is_bits_per_byte_over_its_own_tokens(tiny_gpt2, pret
         assert p["bytes_per_token"][domain] > 1.2  # its tokens are not bytes: the byte count is not the token count
 
 
-def test_fine_tuning_lowers_the_target_and_forgetting_is_the_mean_over_the_others(pretrained_run):
-    _, report = pretrained_run
+def test_fine_tuning_lowers_the_target_and_forgetting_is_the_mean_over_the_others(tiny_gpt2, pretrained_run):
+    _, report, trained = pretrained_run
+    tuned = [config for config in trained if config.init_from]
+    assert len(trained) == 2 * 2 + 1 and len(tuned) == 1  # the matrix's 4 specialists, and the fine-tuning
+    assert tuned[0].init_from == f"hf:{tiny_gpt2}" and tuned[0].data == "bible"
+    assert tuned[0].eval_extra == ["shakespeare"] and tuned[0].block_size == 24
     p = report["pretrained"]
     assert p["target"] == "bible" and p["others"] == ["shakespeare"]
     assert p["after"]["bible"] < p["before"]["bible"]  # the same model, fine-tuned on bible: lower there
@@ -88,7 +102,7 @@ def test_fine_tuning_lowers_the_target_and_forgetting_is_the_mean_over_the_other
 
 
 def test_the_report_has_the_section_and_the_picture(pretrained_run):
-    out_dir, report = pretrained_run
+    out_dir, report, _ = pretrained_run
     assert report["experiments"] == ["matrix", "pretrained"]
     text = (out_dir / "report.md").read_text()
     assert "## 2. A pre-trained model: `hf:" in text and "fine-tuned on bible" in text

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train tiny byte-level models on each corpus and score them on every other. Writes "
                     "report.md, report.json and PNGs (with matplotlib) to --out, and each finished model's "
                     "result to --out/parts/ as it finishes.",
-        epilog="experiments, in report order (all run by default):\n" + help_text())
+        epilog="experiments, in report order (all run by default, but those that need a flag):\n" + help_text())
     parser.add_argument("--preset", default="cpu-quick", choices=list(PRESETS),
                         help="sizes and budgets (default: %(default)s)")
     parser.add_argument("--experiments", metavar="NAME,...",

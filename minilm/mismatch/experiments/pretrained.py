@@ -36,7 +36,7 @@ from ..grid import Grid, Job
 from ..report import fmt, markdown_table
 
 FINETUNE_LR_SCALE = 0.1  # fine-tuning rate = this x the preset's rate (and the same for its floor)
-LOGITS_PER_BATCH = 2**22  # evaluation batches hold at most this many logits (B x T x V floats)
+LOGITS_PER_BATCH = 2**25  # evaluation batches hold at most this many logits (B x T x V floats, 128 MB)
 
 
 def hf_name(init_from: str) -> str:
@@ -66,7 +66,8 @@ def window_and_vocab(grid: Grid) -> tuple[int, int]:
 
 def eval_batch_size(block_size: int, vocab_size: int) -> int:
     """Windows per evaluation batch: few enough that the float32 logits stay small (GPT-2's 50,257
-    logits per position would need gigabytes at the byte models' batch of 64)."""
+    logits per position, at the byte models' batch of 64 windows of 64, would take 0.8 GB before
+    the cross-entropy's own copies), many enough that the matrix products stay efficient."""
     return max(1, min(64, LOGITS_PER_BATCH // (block_size * vocab_size)))
 
 
