@@ -190,7 +190,7 @@ def run_expecting_error(args, capsys) -> str:
     captured = capsys.readouterr()
     assert code == 2
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minilm.mismatch: error: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith("python -m minilm.mismatch: error: "), captured.err
     assert "Traceback" not in captured.err
     return lines[0]
 

@@ -166,7 +166,7 @@ def test_a_failing_job_stops_with_one_line_and_keeps_the_finished_parts(tmp_path
     out_dir = tmp_path / "failed"
     assert mismatch.main(MICRO + ["--experiments", "mixing", "--out", str(out_dir)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
-    assert len(errors) == 1 and errors[0].startswith("minilm.mismatch: error: ")
+    assert len(errors) == 1 and errors[0].startswith("python -m minilm.mismatch: error: ")
     assert "mixed (equal weights) failed" in errors[0] and "out of memory" in errors[0]
     assert len(list((out_dir / "parts").glob("matrix.*.json"))) == 4
 
@@ -217,7 +217,7 @@ def refused(args, capsys, monkeypatch) -> str:
     trained = count_training(monkeypatch)
     assert mismatch.main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minilm.mismatch: error: "), lines
+    assert len(lines) == 1 and lines[0].startswith("python -m minilm.mismatch: error: "), lines
     assert trained == []
     return lines[0]
 

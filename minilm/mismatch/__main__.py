@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         if worker:  # the parent prints the one line
             return 2
-        print(f"minilm.mismatch: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     if not worker:
         print(f"wrote {', '.join(files)} to {out_dir} in {report['timing']['total_seconds'] / 60:.1f} minutes")
@@ -222,7 +222,7 @@ def launch_workers(count: int, argv: list[str], out_dir: Path, parts) -> int:
             code, job = workers[failed].returncode, parts.running(failed)
             how = f"was killed by signal {-code}" if code < 0 else f"stopped with status {code}"
             what = f"worker {failed} {how}" + (f" while running {job!r}" if job else " before its first job")
-        print(f"minilm.mismatch: error: {what}; finished parts are kept in {parts.folder}", file=sys.stderr)
+        print(f"{PROG}: error: {what}; finished parts are kept in {parts.folder}", file=sys.stderr)
         return 2
     import json
 
