@@ -462,6 +462,7 @@ class Run:
     tokens_per_sec: float | None = None
     progress: object = None  # the tqdm bar, or None
     stdout_closed: bool = False
+    on_step: object = None  # observe(step, model), called before every step and at the end; must not train
 
     @property
     def tokens_per_step(self) -> int:
@@ -480,10 +481,12 @@ class Run:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None) -> TrainResult:
+def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None, on_step=None) -> TrainResult:
     """Train per `config`; returns a TrainResult. Pass `model` (and its `tokenizer`) to continue
     training an existing model, e.g. one from `minilm.checkpoint.load_model`, with a fresh optimizer
-    (or set `config.init_from`).
+    (or set `config.init_from`). `on_step(step, model)`, if given, watches the run: it is called with
+    the bare model before every optimizer step and after the last (e.g. to measure gradients), and
+    must leave the model and every RNG as it found them.
     """
     device = pick_device(config.device)
     ddp, device = setup_distributed(device, join=config.distributed)
@@ -498,6 +501,7 @@ def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=N
     try:
         run, model, checkpoint = prepare(config, model, tokenizer, device, ddp)
         build(run, model, checkpoint)
+        run.on_step = on_step
         del checkpoint
         return loop(run)
     finally:
@@ -538,7 +542,7 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
         main_corpus = load_corpus(config.data, tokenizer, cache_dir)
         mixed = [load_corpus(spec, tokenizer, cache_dir) for spec in [*config.mix, *config.mix_domains]]
         if config.mix_domains:
-            sizes = {c.name: c.train_bytes for c in [main_corpus] + mixed}
+            sizes = {str(k): c.train_bytes for k, c in enumerate([main_corpus] + mixed)}  # two files may share a name
             weights = list(tempered_weights(sizes, config.mix_alpha).values())
         else:
             weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
@@ -649,6 +653,8 @@ def loop(run: Run) -> TrainResult:
                 already_evaluated = bool(run.history) and run.history[-1]["step"] == run.step
                 if (run.step % config.eval_interval == 0 or run.step == config.steps) and not already_evaluated:
                     evaluate_and_checkpoint(run)
+                if run.on_step is not None:
+                    run.on_step(run.step, run.raw_model)
                 if run.step >= config.steps:
                     break
                 stop_reason = should_stop(run, interrupt)
