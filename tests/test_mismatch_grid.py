@@ -354,3 +354,15 @@ def test_cpu_preset_lies_between_cpu_quick_and_gpu_and_fits_every_bundled_corpus
     for name, spec in mismatch.choose_domains(None, {}).items():
         mismatch.check_corpus_size(name, spec, cpu.block_size)
     assert all("cpu" in e.minutes for e in registry.EXPERIMENTS)
+
+
+def test_overwrite_clears_old_parts_but_not_a_users_file(tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    (out_dir / "parts").mkdir(parents=True)
+    (out_dir / "parts" / "matrix.stale.json").write_text("{}\n")
+    (out_dir / "parts" / "notes.txt").write_text("mine\n")
+    assert mismatch.main(MICRO + ["--experiments", "matrix", "--steps", "2", "--seeds", "1", "--overwrite",
+                                  "--out", str(out_dir)]) == 0
+    assert (out_dir / "parts" / "notes.txt").read_text() == "mine\n"
+    assert not (out_dir / "parts" / "matrix.stale.json").exists()
+    assert (out_dir / "parts" / "matrix.bible.seed0.json").is_file()

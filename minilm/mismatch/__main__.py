@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -122,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m minilm.mismatch " + " ".join(sys.argv[1:] if argv is None else argv)
         from .run import run_grid
 
-        report = run_grid(config, domains, pair, experiments, parts, command.strip(), rank, world,
-                          say=lambda line: print(line, file=sys.stderr))
+        try:
+            report = run_grid(config, domains, pair, experiments, parts, command.strip(), rank, world,
+                              say=lambda line: print(line, file=sys.stderr))
+        finally:
+            leave_torchrun()
         if report is None:
             return 0
         from .report import write_report
@@ -148,8 +150,8 @@ def open_parts(out_dir: Path, config, domains, pair, resume: bool, clear: bool):
 
     parts = Parts(out_dir / "parts", fingerprint(config, domains, pair))
     if clear:
-        if not resume and parts.folder.exists():
-            shutil.rmtree(parts.folder)
+        if not resume:
+            parts.clear()
         parts.clear_failures()  # a failure of an earlier run is not this run's
         if parts.folder.exists():
             for path in parts.folder.glob("*.json"):
@@ -167,6 +169,13 @@ def join_torchrun(config) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+
+
+def leave_torchrun() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launch_workers(count: int, argv: list[str], out_dir: Path, parts) -> int:

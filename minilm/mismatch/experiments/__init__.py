@@ -122,11 +122,14 @@ def select(flag_value: str | None) -> list[Experiment]:
 
 
 def help_text() -> str:
-    """The registry as --help shows it: name, prerequisites, question."""
+    """The registry as --help shows it: name, prerequisites, question, estimated minutes per preset."""
     lines = []
     for number, e in enumerate(EXPERIMENTS, start=1):
         needs = f" (needs {', '.join(e.requires)})" if e.requires else ""
-        lines.append(f"{number}. {e.name}{needs}: {e.title}")
+        minutes = ", ".join(f"{preset} {value:g}" for preset, value in e.minutes.items())
+        lines.append(f"{number}. {e.name}{needs}: {e.title} [minutes: {minutes}]")
+    lines.append("Naming an experiment in --experiments pulls in the ones it needs. Minutes are estimates for "
+                 "the six bundled domains (cpu: with --jobs 2); see docs/experiments.md.")
     return "\n".join(lines)
 
 
