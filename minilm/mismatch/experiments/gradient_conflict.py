@@ -24,7 +24,7 @@ from minilm.gradients import gradient_cosines, spearman_correlation
 from minilm.training import train
 
 from ..figures import heatmap, save
-from ..grid import Grid, Job, one_process_training
+from ..grid import Grid, Job
 from ..report import fmt, markdown_table
 from .mixing import mixture_weights
 
@@ -62,8 +62,7 @@ def jobs(grid: Grid) -> list[Job]:
                 curve["cosines"].append({a: {b: float(matrix[i, j]) for j, b in enumerate(names)}
                                          for i, a in enumerate(names)})
 
-        with one_process_training():
-            trained = train(config, on_step=watch)
+        trained = train(config, on_step=watch)  # as grid.train, with the watch
         grid.step_seconds.extend(trained.step_seconds)
         return {"interval": interval, "curve": curve, "bpb": grid.score_all(trained.model)}, trained
 
