@@ -106,7 +106,9 @@ def notes(numbers: dict[str, int]) -> list[str]:
     one_seed = sorted(number for name, number in numbers.items() if name not in ("matrix", "augmentation"))
     out = ["## Notes\n"]
     if one_seed:
-        span = f"{one_seed[0]}-{one_seed[-1]}" if len(one_seed) > 1 else f"{one_seed[0]}"
+        contiguous = one_seed == list(range(one_seed[0], one_seed[-1] + 1))
+        span = (f"{one_seed[0]}-{one_seed[-1]}" if len(one_seed) > 2 and contiguous
+                else ", ".join(str(n) for n in one_seed))
         out.append(f"- Experiment{'s' if len(one_seed) > 1 else ''} {span} use one seed (seed 0); compare "
                    "their differences with the matrix's seed spread above.")
     out.append("- Timings come from whatever else the machine was doing; "

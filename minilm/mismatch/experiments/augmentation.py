@@ -130,7 +130,7 @@ def figures(report: dict, out_dir: Path, plt) -> list[str]:
     ax.axvline(0, color="grey", linewidth=0.5)
     ax.set_xlabel(f"in-domain price on {aug['source']} (bits per byte)")
     ax.set_ylabel("off-domain gain (bits per byte)")
-    ax.set_title("augmentation: price against gain (mean ± std over seeds)")
+    ax.set_title("augmentation: price against gain")
     ax.legend(fontsize=8)
     save(fig, plt, out_dir, "augmentation.png", written)
     return written
