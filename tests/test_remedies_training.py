@@ -223,3 +223,28 @@ def test_bad_remedy_flags_are_one_line_and_write_nothing(tmp_path, capsys, flags
     status, _, err = run_cli(["--preset", "ci-tiny", "--out", str(out), "--no-progress", *flags], capsys)
     assert status == 2 and err.startswith("train.py: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_tagged_tempered_run_resumes_exactly_with_the_tokenizer_of_its_checkpoint(tmp_path):
+    (tmp_path / "alpha.txt").write_bytes(b"a small corpus of plain words, all lower case. " * 40)
+    (tmp_path / "beta.txt").write_bytes(b"BETA IS ANOTHER CORPUS IN CAPITALS. " * 60)
+    settings = dict(data=str(tmp_path / "alpha.txt"), mix_domains=[str(tmp_path / "beta.txt")], mix_alpha=0.7,
+                    domain_tags=True, augment=["typos=0.5"], cache_dir="", steps=6, log_interval=1)
+    whole = train(tiny_config(out_dir=str(tmp_path / "whole"), **settings))
+    first = train(tiny_config(out_dir=str(tmp_path / "split"), stop_at_step=3, **settings))
+    second = train(tiny_config(out_dir=str(tmp_path / "split"), resume=True, **settings))
+    assert len(whole.train_losses) == 6 and first.train_losses + second.train_losses == whole.train_losses
+    assert tag_domains(second.tokenizer) == ["alpha", "beta"]
+
+
+def test_a_tagged_run_puts_each_domain_tag_before_its_training_and_validation_rows(tmp_path):
+    (tmp_path / "alpha.txt").write_bytes(b"a small corpus of plain words, all lower case. " * 40)
+    (tmp_path / "beta.txt").write_bytes(b"BETA IS ANOTHER CORPUS IN CAPITALS. " * 60)
+    config = tiny_config(data=str(tmp_path / "alpha.txt"), mix_domains=[str(tmp_path / "beta.txt")],
+                         domain_tags=True, cache_dir="", batch_size=32)
+    run, _, _ = prepare(config, None, None, torch.device("cpu"), Distributed())
+    x, _ = run.sampler.next_step()[0]
+    for row in x.tolist():
+        assert row[0] in (256, 257) and max(row[1:]) < 256
+        assert (row[0] == 257) == (bytes(row[1:]).upper() == bytes(row[1:]))  # beta's rows are in capitals
+    assert [s.windows[:, 0].unique().tolist() for s in run.eval_sets] == [[256], [257]]
