@@ -148,6 +148,8 @@ class TrainConfig:
         if not isinstance(self.augment, list) or not all(isinstance(item, str) for item in self.augment):
             raise UserError(f"--augment: expected a list of NAME=P items, got {self.augment!r}")
         parse_augment(self.augment)
+        if self.augment and self.tokenizer != "bytes":
+            raise UserError("--augment: transforms bytes, so it needs the bytes tokenizer (drop --tokenizer)")
         if not isinstance(self.mix_domains, list) or not all(isinstance(d, str) and d for d in self.mix_domains):
             raise UserError(f"--mix-domains: expected corpus names, got {self.mix_domains!r}")
         if len({self.data, *self.mix_domains}) != 1 + len(self.mix_domains):

@@ -217,6 +217,7 @@ def test_an_augmented_run_resumes_exactly(tmp_path):
     (["--mix-domains", "bible", "--mix", "legal=0.2"], "--mix-domains: give either --mix"),
     (["--mix-domains", " , "], "--mix-domains: expected corpus names"),
     (["--mix-domains", "bible,bible"], "names a corpus twice"),
+    (["--augment", "case=0.5", "--tokenizer", "tok.json"], "--augment: transforms bytes, so it needs the bytes"),
 ])
 def test_bad_remedy_flags_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
     out = tmp_path / "out"
