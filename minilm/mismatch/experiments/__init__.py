@@ -85,10 +85,6 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("tokenizers", "Does a tokenizer trained on one domain fit another? One BPE per domain: bytes "
                "per token and vocabulary overlap, against the model matrix (domains tokenizers, no model)",
                ("matrix",), tokenizers, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 0.2, "gpu": 1}),
-    Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
-               "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
-               "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
-               only_with="--init-from"),
     Experiment("augmentation", "Does training on transformed text (case, layout, speaker tags, typos) buy "
                "off-domain gain, at what in-domain price? The transfer source's specialist with each transform and "
                "with all (5 x seeds models)", ("matrix",), augmentation,
@@ -102,6 +98,10 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("gradient_conflict", "Do the domains pull one model's weights apart? Cosines of the domains' "
                "gradients along the equal-weight mixed run, against the off-domain costs (1 model)",
                ("matrix", "mixing"), gradient_conflict, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 2.5, "gpu": 2.5}),
+    Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
+               "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
+               "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
+               only_with="--init-from"),
 ]
 
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
