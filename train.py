@@ -35,6 +35,12 @@ HELP: dict[str, dict[str, str]] = {
         "mix": "also train on another corpus for a share of the batch rows, NAME_OR_PATH=SHARE (repeatable), "
                "e.g. --mix bible=0.1",
         "eval_extra": "also report validation bits/byte on this corpus (repeatable)",
+        "mix_domains": "train on --data and these corpora, NAME,NAME,... each drawn with probability "
+                       "proportional to its training size ** --mix-alpha (instead of --mix shares)",
+        "mix_alpha": "with --mix-domains: 0 = every domain equally often, 1 = in proportion to size",
+        "domain_tags": "start each window of a mixed run with its domain's tag token <domain:NAME>",
+        "augment": "transform windows on the fly, NAME=P (repeatable): each named transform (case, layout, "
+                   "speakers, typos) runs with probability P, e.g. --augment case=0.5",
         "tokenizer": "'bytes' (vocab 256) or a path to a BPE tokenizer.json",
         "allow_binary": "accept corpora that are not UTF-8 text (with the bytes tokenizer only)",
         "model": "model family",
@@ -65,7 +71,8 @@ HELP: dict[str, dict[str, str]] = {
     },
 }
 CHOICES = {"model": ("gpt", "lstm"), "dtype": ("auto", "float32", "bfloat16")}
-METAVARS = {"mix": "NAME=SHARE", "model_args": "KEY=VALUE", "eval_extra": "CORPUS", "init_from": "SPEC",
+METAVARS = {"mix": "NAME=SHARE", "augment": "NAME=P", "mix_domains": "NAME,...", "mix_alpha": "A",
+            "model_args": "KEY=VALUE", "eval_extra": "CORPUS", "init_from": "SPEC",
             "out_dir": "DIR", "data": "CORPUS", "tokenizer": "SPEC", "cache_dir": "DIR"}
 CLI_DEFAULTS = {"out_dir": "runs/default", "preset": DEFAULT_PRESET}  # where train.py's default differs
 
@@ -113,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "metavar": METAVARS.get(name, name.upper())}
             if name == "progress" or isinstance(default, bool):
                 kwargs["action"] = "store_true"
-            elif name in ("mix", "eval_extra", "model_args"):
+            elif name in ("mix", "eval_extra", "model_args", "augment"):
                 kwargs["action"] = "append"
             else:
                 kwargs["type"] = number(type(default)) if type(default) in (int, float) else str
@@ -182,8 +189,12 @@ def config_from_args(given: dict):
 
     overrides = {}
     for f in dataclasses.fields(TrainConfig):
-        if f.name in given and f.name not in ("mix", "model_args", "progress"):
+        if f.name in given and f.name not in ("mix", "model_args", "progress", "mix_domains"):
             overrides[f.name] = given[f.name]
+    if "mix_domains" in given:
+        overrides["mix_domains"] = [name.strip() for name in given["mix_domains"].split(",") if name.strip()]
+        if not overrides["mix_domains"]:
+            raise UserError(f"--mix-domains: expected corpus names separated by commas, got {given['mix_domains']!r}")
     if "mix" in given:
         overrides["mix"] = parse_key_values(given["mix"], "--mix", float)
     if "progress" in given:

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from minilm.augment import draw_row_seeds
 from minilm.cli import UserError  # noqa: F401  (re-exported: many modules import it from here)
 from minilm.outputs import DiskFullError, atomic_write, atomic_write_bytes
 
@@ -380,7 +381,7 @@ class BatchSampler:
 
     def __init__(self, sources: Sequence[np.ndarray], weights: Sequence[float], block_size: int,
                  batch_size: int, seed: int, names: Sequence[str] | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, augmenter=None, tags: Sequence[int] | None = None):
         if len(sources) != len(weights) or not sources:
             raise ValueError("BatchSampler needs one weight per source and at least one source")
         names = list(names) if names is not None else [f"source {i}" for i in range(len(sources))]
@@ -401,6 +402,12 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.steps_drawn = 0
         self.window_offsets = np.arange(block_size + 1)  # (T+1,)
+        # Optional: a minilm.augment.Augmenter (a transformed span per row, from one seed per row
+        # drawn here), and one tag id per source put before the row's T bytes (domain tags).
+        self.augmenter = augmenter if augmenter else None
+        if tags is not None and len(tags) != len(sources):
+            raise ValueError("BatchSampler needs one tag per source")
+        self.tags = list(tags) if tags is not None else None
 
     def next_step(self, grad_accum: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The micro-batches of one optimizer step for this rank: grad_accum pairs of (B, T) int64."""
@@ -411,21 +418,33 @@ class BatchSampler:
         else:
             source_of_row = torch.multinomial(self.weights, num_rows, replacement=True, generator=self.generator)
         uniform = torch.rand(num_rows, generator=self.generator, dtype=torch.float64)  # (rows,)
+        # Only an augmented run draws seeds, so a plain run's draws stay exactly as they were.
+        seeds = draw_row_seeds(self.generator, num_rows).tolist() if self.augmenter else [None] * num_rows
         self.steps_drawn += 1
         micro_batches = []
         for micro in range(grad_accum):
             first = micro * rows_per_micro + self.rank * self.batch_size
             rows = range(first, first + self.batch_size)
-            windows = np.stack([self.window(int(source_of_row[r]), float(uniform[r])) for r in rows])  # (B, T+1)
+            windows = np.stack([self.window(int(source_of_row[r]), float(uniform[r]), seeds[r])
+                                for r in rows])  # (B, T+1)
             windows = torch.from_numpy(windows.astype(np.int64))
             micro_batches.append((windows[:, :-1], windows[:, 1:]))  # x (B, T), y (B, T)
         return micro_batches
 
-    def window(self, source: int, uniform: float) -> np.ndarray:
+    def window(self, source: int, uniform: float, seed: int | None = None) -> np.ndarray:
+        """The T + 1 ids of one row: a window of the source at the drawn offset (augmented when the
+        sampler has an augmenter), or, with domain tags, the source's tag and then T ids."""
         tokens = self.sources[source]
-        num_starts = len(tokens) - self.block_size  # starts 0 .. len - T - 1
-        start = min(int(uniform * num_starts), num_starts - 1)
-        return np.asarray(tokens[start:start + self.block_size + 1])  # (T+1,)
+        length = self.block_size + 1 - (self.tags is not None)  # ids read from the source
+        if seed is not None:
+            text = self.augmenter.sample_window(tokens, uniform, length, seed)  # (length,)
+        else:
+            num_starts = len(tokens) - length + 1  # starts 0 .. len - length
+            start = min(int(uniform * num_starts), num_starts - 1)
+            text = np.asarray(tokens[start:start + length])  # (length,)
+        if self.tags is None:
+            return text  # (T+1,)
+        return np.concatenate([np.array([self.tags[source]], dtype=np.int64), text.astype(np.int64)])  # (T+1,)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "steps_drawn": self.steps_drawn}

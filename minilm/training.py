@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from minilm.augment import Augmenter, parse_augment
 from minilm.checkpoint import (
     capture_rng_state,
     check_compatible,
@@ -50,14 +51,17 @@ from minilm.data import (
     BatchSampler,
     load_corpus,
     load_tokenizer,
+    resolve_corpus,
     tokenizer_from_json,
     validation_windows,
 )
 from minilm.devices import pick_device
 from minilm.metrics import EvalResult, count_target_bytes, evaluate
+from minilm.mixing import tempered_weights
 from minilm.outputs import new_run_id
 from minilm.presets import PRESETS, model_arg_flag
 from minilm.run_folder import BEST_NAME, CHECKPOINT_NAME, RunFolder
+from minilm.tags import tag_id, tagged_tokenizer, tagged_windows
 
 __all__ = ["PRESETS", "TrainConfig", "TrainResult", "train", "evaluate_checkpoint", "learning_rate"]
 
@@ -77,6 +81,11 @@ class TrainConfig:
     eval_extra: list = field(default_factory=list)  # more corpora to score at every eval (not trained on)
     tokenizer: str = "bytes"  # "bytes" or a path to a BPE tokenizer.json
     allow_binary: bool = False  # accept corpora that are not UTF-8 text (the bytes tokenizer only)
+    # remedies for mismatch: augmented windows, tempered mixing, domain tags
+    augment: list = field(default_factory=list)  # on-the-fly transforms "NAME=P" (minilm/augment.py)
+    mix_domains: list = field(default_factory=list)  # other corpora drawn with --data, p ~ size^mix_alpha
+    mix_alpha: float = 0.0  # with mix_domains: 0 = every domain equally often, 1 = in proportion to size
+    domain_tags: bool = False  # start each window of a mixed run with its domain's tag token <domain:NAME>
     # the model
     model: str = "gpt"  # "gpt" | "lstm"
     model_args: dict = field(default_factory=dict)  # GPTConfig / LSTMConfig fields (n_layer, ...)
@@ -133,6 +142,27 @@ class TrainConfig:
                 raise UserError(f"--mix: the share of {name!r} must be a number in (0, 1), got {weight!r}")
         if sum(self.mix.values()) >= 1.0:
             raise UserError(f"--mix: shares {dict(self.mix)} add up to >= 1; the main --data corpus needs some")
+        self._check_remedies()
+
+    def _check_remedies(self):
+        """--augment, --mix-domains / --mix-alpha and --domain-tags (their plain rules are in CONFIG_RULES)."""
+        if not isinstance(self.augment, list) or not all(isinstance(item, str) for item in self.augment):
+            raise UserError(f"--augment: expected a list of NAME=P items, got {self.augment!r}")
+        parse_augment(self.augment)
+        if self.augment and self.tokenizer != "bytes":
+            raise UserError("--augment: transforms bytes, so it needs the bytes tokenizer (drop --tokenizer)")
+        if not isinstance(self.mix_domains, list) or not all(isinstance(d, str) and d for d in self.mix_domains):
+            raise UserError(f"--mix-domains: expected corpus names, got {self.mix_domains!r}")
+        if len({self.data, *self.mix_domains}) != 1 + len(self.mix_domains):
+            raise UserError(f"--mix-domains: {self.mix_domains!r} names a corpus twice (or --data {self.data!r})")
+        if self.mix_domains and self.mix:
+            raise UserError("--mix-domains: give either --mix NAME=SHARE (shares) or --mix-domains with "
+                            "--mix-alpha (shares from sizes), not both")
+        if self.domain_tags and not (self.mix or self.mix_domains):
+            raise UserError("--domain-tags: needs a mixture of domains (--mix or --mix-domains)")
+        if self.domain_tags and (self.tokenizer != "bytes" or self.init_from):
+            raise UserError("--domain-tags: works with a fresh model on the bytes tokenizer (no --tokenizer, "
+                            "no --init-from): the tags are extra tokens of that tokenizer")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,10 +206,12 @@ CONFIG_RULES: dict[str, tuple] = {
     "compile": ("bool",), "threads": ("int", 0), "distributed": ("bool",), "out_dir": ("str",),
     "resume": ("bool",), "overwrite": ("bool",), "cache_dir": ("str",), "log_interval": ("int", 0),
     "progress": ("bool",), "verbose": ("bool",), "stop_at_step": ("int", 0),
+    "mix_alpha": ("number", 0.0, 1.0), "domain_tags": ("bool",),
 }
 
 # Settings that define a run: a resumed run must keep them (the rest only steer it, and may change).
-RUN_DEFINING = ("data", "mix", "tokenizer", "preset", "seed", "model", "block_size", "batch_size", "grad_accum")
+RUN_DEFINING = ("data", "mix", "tokenizer", "preset", "seed", "model", "block_size", "batch_size", "grad_accum",
+                "augment", "mix_domains", "mix_alpha", "domain_tags")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,6 +466,7 @@ class Run:
     tokens_per_sec: float | None = None
     progress: object = None  # the tqdm bar, or None
     stdout_closed: bool = False
+    on_step: object = None  # observe(step, model), called before every step and at the end; must not train
 
     @property
     def tokens_per_step(self) -> int:
@@ -452,10 +485,12 @@ class Run:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None) -> TrainResult:
+def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None, on_step=None) -> TrainResult:
     """Train per `config`; returns a TrainResult. Pass `model` (and its `tokenizer`) to continue
     training an existing model, e.g. one from `minilm.checkpoint.load_model`, with a fresh optimizer
-    (or set `config.init_from`).
+    (or set `config.init_from`). `on_step(step, model)`, if given, watches the run: it is called with
+    the bare model before every optimizer step and after the last (e.g. to measure gradients), and
+    must leave the model and every RNG as it found them.
     """
     device = pick_device(config.device)
     ddp, device = setup_distributed(device, join=config.distributed)
@@ -470,6 +505,7 @@ def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=N
     try:
         run, model, checkpoint = prepare(config, model, tokenizer, device, ddp)
         build(run, model, checkpoint)
+        run.on_step = on_step
         del checkpoint
         return loop(run)
     finally:
@@ -500,6 +536,9 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
             model, tokenizer = load_start_model(config.init_from)
             # the run is of the loaded model's kind, with its settings (kept in every checkpoint)
             config = dataclasses.replace(config, model=model_kind_of(model, config.model), model_args={})
+        if tokenizer is None and config.domain_tags:
+            tokenizer = tagged_tokenizer([resolve_corpus(spec).stem for spec in [config.data, *config.mix,
+                                                                                  *config.mix_domains]])
         if tokenizer is None:
             tokenizer = load_tokenizer(config.tokenizer)
 
@@ -507,14 +546,24 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
         binary = config.allow_binary
         main_corpus = load_corpus(config.data, tokenizer, cache_dir, allow_binary=binary, flag="--data")
         mixed = [load_corpus(spec, tokenizer, cache_dir, allow_binary=binary, flag="--mix") for spec in config.mix]
-        weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
+        mixed += [load_corpus(spec, tokenizer, cache_dir, allow_binary=binary, flag="--mix-domains")
+                  for spec in config.mix_domains]
+        if config.mix_domains:
+            sizes = {str(k): c.train_bytes for k, c in enumerate([main_corpus] + mixed)}  # two files may share a name
+            weights = list(tempered_weights(sizes, config.mix_alpha).values())
+        else:
+            weights = [1.0 - sum(config.mix.values())] + list(config.mix.values())
+        tags = [tag_id(tokenizer, c.name) for c in [main_corpus] + mixed] if config.domain_tags else None
         sampler = BatchSampler([main_corpus.train] + [c.train for c in mixed], weights, config.block_size,
                                config.batch_size, config.seed, names=[main_corpus.name] + [c.name for c in mixed],
-                               rank=ddp.rank, world_size=ddp.world_size)
+                               rank=ddp.rank, world_size=ddp.world_size,
+                               augmenter=Augmenter.from_flags(config.augment), tags=tags)
         extra = [load_corpus(spec, tokenizer, cache_dir, allow_binary=binary, flag="--eval-extra")
                  for spec in config.eval_extra]
         eval_sets = [make_eval_set(c, tokenizer, config.block_size, config.eval_windows)
                      for c in [main_corpus] + mixed + extra]
+        for eval_set, tag in zip(eval_sets, tags or [], strict=False):  # tagged rows, as in training
+            eval_set.windows = tagged_windows(eval_set.windows, tag)
     except BaseException:
         if folder is not None:
             folder.close()
@@ -612,6 +661,8 @@ def loop(run: Run) -> TrainResult:
                 already_evaluated = bool(run.history) and run.history[-1]["step"] == run.step
                 if (run.step % config.eval_interval == 0 or run.step == config.steps) and not already_evaluated:
                     evaluate_and_checkpoint(run)
+                if run.on_step is not None:
+                    run.on_step(run.step, run.raw_model)
                 if run.step >= config.steps:
                     break
                 stop_reason = should_stop(run, interrupt)

@@ -18,10 +18,11 @@ from minilm import mismatch
 
 MICRO_DOMAINS = ["shakespeare", "bible"]
 # Keys whose value may legitimately be null in report.json (a ratio with nothing to divide by,
-# a correlation over too few pairs, the note that is only there without matplotlib).
+# a correlation over too few pairs, a spread over one seed, the note that is only there without matplotlib).
 MAY_BE_NULL = {"plot_note", "gain_after_8", "a_rise_fraction_of_gap", "forgetting_removed", "median_step_ms",
                "spearman_token_cost_vs_model_ratio", "spearman_jaccard_vs_model_ratio", "processor",
-               "spearman_off_domain_ratio", "spearman_early_vs_end"}
+               "spearman_off_domain_ratio", "spearman_early_vs_end",
+               "recovered", "mean_recovered", "spearman", "price_std", "gain_std"}
 
 
 def have_matplotlib() -> bool:

@@ -98,7 +98,7 @@ def test_report_sections_are_numbered_from_the_registry(serial_run):
     assert report["experiments"] == [e.name for e in default]
     # the job count: one part per job, as each experiment declares them
     parts = sorted(p.stem for p in (out_dir / "parts").glob("*.json"))
-    assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + 2 + (4 + 1) + 2 + 2
+    assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + 2 + (4 + 1) + 2 + 2 + 5 * 2 + 2 + 1 + 1
 
 
 def test_a_selected_experiment_runs_with_its_prerequisite_only(tmp_path, serial_run, monkeypatch):
@@ -117,7 +117,8 @@ def test_a_selected_experiment_runs_with_its_prerequisite_only(tmp_path, serial_
 def test_the_notes_name_exactly_the_sections_that_rest_on_one_seed(serial_run):
     out_dir, report = serial_run
     numbers = {name: n for n, name in enumerate(report["experiments"], start=1)}
-    one_seed = sorted(numbers[name] for name in ("mixing", "transfer", "lstm_vs_gpt"))  # not matrix, curves, counting
+    single = ("mixing", "transfer", "lstm_vs_gpt", "tempered_mixing", "domain_tags", "gradient_conflict")
+    one_seed = sorted(numbers[name] for name in single if name in numbers)  # not matrix, curves, counting, ...
     expected = "- Sections " + ", ".join(map(str, one_seed)) + " rest on one seed (seed 0)"
     assert expected in (out_dir / "report.md").read_text()
 

@@ -24,7 +24,20 @@ from types import ModuleType
 
 from minilm.cli import UserError
 
-from . import curves, lstm_vs_gpt, matrix, mixing, ngram, pretrained, tokenizers, transfer
+from . import (
+    augmentation,
+    curves,
+    domain_tags,
+    gradient_conflict,
+    lstm_vs_gpt,
+    matrix,
+    mixing,
+    ngram,
+    pretrained,
+    tempered_mixing,
+    tokenizers,
+    transfer,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,19 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("tokenizers", "Does a tokenizer trained on one domain fit another? One BPE per domain: bytes "
                "per token and vocabulary overlap, against the model matrix (domains tokenizers, no model)",
                ("matrix",), tokenizers, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 0.2, "gpu": 1}),
+    Experiment("augmentation", "Does training on transformed text (case, layout, speaker tags, typos) buy "
+               "off-domain gain, at what in-domain price? The transfer source's specialist with each transform and "
+               "with all (5 x seeds models)", ("matrix",), augmentation,
+               {"micro": 0.05, "cpu-quick": 5, "cpu": 28, "gpu": 30}),
+    Experiment("tempered_mixing", "Between equal and size-proportional mixing: domain weights ~ size^alpha for "
+               "alpha 0, 0.3, 0.7, 1; who gains and who pays (2 models; 0 and 1 reused from mixing)",
+               ("matrix", "mixing"), tempered_mixing, {"micro": 0.01, "cpu-quick": 0.6, "cpu": 3.7, "gpu": 4}),
+    Experiment("domain_tags", "Does telling a mixed model the domain (a tag token per domain) close the gap to the "
+               "specialists, and what does a wrong tag cost? (1 model)", ("matrix", "mixing"), domain_tags,
+               {"micro": 0.01, "cpu-quick": 0.4, "cpu": 2.2, "gpu": 2}),
+    Experiment("gradient_conflict", "Do the domains pull one model's weights apart? Cosines of the domains' "
+               "gradients along the equal-weight mixed run, against the off-domain costs (1 model)",
+               ("matrix", "mixing"), gradient_conflict, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 2.5, "gpu": 2.5}),
     Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
                "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
                "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
