@@ -62,8 +62,14 @@ HELP: dict[str, dict[str, str]] = {
         "log_interval": "read the loss for the progress bar every N steps (0 = 1 on CPU, 10 on a GPU)",
         "progress": "no tqdm progress bar",
     },
+    "objective": {
+        "objective": "clm = GPT's causal LM, mlm = BERT's masked LM (bidirectional attention, adds the <mask> "
+                     "token: vocab 257), both = causal + --mlm-weight x masked on each batch",
+        "mlm_weight": "weight of the masked loss under --objective both",
+    },
 }
 CHOICES = {"model": ("gpt", "lstm"), "dtype": ("auto", "float32", "bfloat16")}
+CHOICES["objective"] = ("clm", "mlm", "both")
 METAVARS = {"mix": "NAME=SHARE", "model_args": "KEY=VALUE", "eval_extra": "CORPUS", "init_from": "SPEC",
             "out_dir": "DIR", "data": "CORPUS", "tokenizer": "SPEC", "cache_dir": "DIR"}
 CLI_DEFAULTS = {"out_dir": "runs/default", "preset": DEFAULT_PRESET}  # where train.py's default differs
@@ -224,6 +230,13 @@ def eval_only(given: dict) -> int:
     result, info = score(given.get("ckpt") or given["hf"], given.get("data", "shakespeare"),
                          device=given.get("device", "auto"), split=given.get("split", "val"),
                          max_windows=given.get("eval_windows"), batch_size=given.get("eval_batch_size", 32))
+    if info.get("objective", "clm") != "clm":  # a checkpoint trained with the masked objective: each score
+        for name, score in info["scores"].items():
+            what = ("causal (over the 256 byte ids)" if name == "causal"
+                    else f"masked ({score.num_bytes:,} hidden bytes)")
+            print(f"{info['data']} ({info['split']}, {info['windows']} windows of {info['block_size']} tokens) "
+                  f"{what}: loss {score.loss:.4f} nats/token, {score.bits_per_byte:.4f} {name} bits per byte")
+        return 0
     print(f"{info['data']} ({info['split']}, {info['windows']} windows of {info['block_size']} tokens, "
           f"{result.num_bytes:,} bytes): loss {result.loss:.4f} nats/token, {result.bits_per_byte:.4f} bits per byte")
     return 0
