@@ -23,7 +23,9 @@ import threading
 
 from minilm.cli import OneLineErrorParser, UserError
 from minilm.outputs import exit_quietly_on_broken_pipe
-from minilm.presets import DEFAULT_PRESET, MODEL_FLAGS, PRESETS, model_arg_flag
+from minilm.presets import DEFAULT_PRESET, FINETUNE_PRESETS, MODEL_FLAGS, PRESETS, model_arg_flag
+
+TASKS = ("domain-id",)
 
 # Fields that are set from Python only (train.py has no flag for them).
 NO_FLAG = ("verbose", "stop_at_step", "distributed")
@@ -132,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
                 group.add_argument(model_arg_flag(name), dest="model_flag_" + name, metavar=name.upper(),
                                    type=number(kind) if kind in (int, float) else str,
                                    help=text + " (default: from --preset)")
+    task = parser.add_argument_group("fine-tuning a classifier (steps, lr, batch size from --preset)")
+    task.add_argument("--task", choices=TASKS, help="fine-tune --init-from to classify which of --domains a "
+                      "window comes from; prints the held-out accuracy, saves the classifier in --out")
+    task.add_argument("--domains", metavar="NAME,NAME,...", help="the classes: two or more corpora")
+    task.add_argument("--labels-per-class", type=number(int), metavar="N",
+                      help="labelled training windows per domain (default: 16)")
     score = parser.add_argument_group("scoring a model")
     score.add_argument("--eval-only", action="store_true", help="print the bits per byte of --ckpt (or --hf) "
                        "on --data, then exit")
@@ -242,6 +250,36 @@ def eval_only(given: dict) -> int:
     return 0
 
 
+def domain_task(given: dict) -> int:
+    """`--task domain-id`: fine-tune a classifier on --init-from and print its held-out accuracy."""
+    from minilm.classifier import FineTuneConfig
+    from minilm.domain_task import parse_domains, run_domain_task
+
+    if given.get("task") != "domain-id":
+        raise UserError("--domains / --labels-per-class: only with --task domain-id")
+    domains = parse_domains(given.get("domains", ""))
+    preset = given.get("preset", DEFAULT_PRESET)
+    if preset not in FINETUNE_PRESETS:
+        raise UserError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(FINETUNE_PRESETS)}")
+    settings = dict(FINETUNE_PRESETS[preset])
+    settings.update({name: given[name] for name in ("steps", "lr", "batch_size", "seed", "labels_per_class")
+                     if name in given})
+    config = FineTuneConfig(**settings)
+    if given.get("threads"):
+        import torch
+
+        torch.set_num_threads(given["threads"])
+    out_dir = given.get("out_dir", "runs/domain-id")
+    result = run_domain_task(given.get("init_from", ""), domains, config, out_dir,
+                             overwrite=given.get("overwrite", False), device=given.get("device", "auto"),
+                             cache_dir=given.get("cache_dir", "auto"), progress="progress" not in given)
+    where = f"; classifier saved to {out_dir}/ckpt.pt" if out_dir else ""
+    print(f"domain-id over {', '.join(result.domains)}: held-out accuracy {result.accuracy:.4f} "
+          f"({result.num_held_out} windows, chance {1 / len(result.domains):.4f}), "
+          f"{config.labels_per_class} labelled windows per domain{where}")
+    return 0
+
+
 def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -270,6 +308,8 @@ def run(argv: list[str]) -> int:
     try:
         if given.get("eval_only"):
             return eval_only(given)
+        if given.get("task") or "domains" in given or "labels_per_class" in given:
+            return domain_task(given)
         from minilm.training import train
 
         config = config_from_args(given)
