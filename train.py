@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    help=text + " (default: from --preset)")
     task = parser.add_argument_group("fine-tuning a classifier (steps, lr, batch size from --preset)")
     task.add_argument("--task", choices=TASKS, help="fine-tune --init-from to classify which of --domains a "
-                      "window comes from; prints the held-out accuracy, saves the classifier in --out")
-    task.add_argument("--domains", metavar="NAME,NAME,...", help="the classes: two or more corpora")
+                      "window comes from; prints the held-out accuracy, saves the classifier in --out (default: none: "
+                      "train a language model)")
+    task.add_argument("--domains", metavar="NAME,NAME,...", help="the classes: two or more corpora (default: none)")
     task.add_argument("--labels-per-class", type=number(int), metavar="N",
                       help="labelled training windows per domain (default: 16)")
     score = parser.add_argument_group("scoring a model")
