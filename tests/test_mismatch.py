@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +20,8 @@ MICRO_DOMAINS = ["shakespeare", "bible"]
 # Keys whose value may legitimately be null in report.json (a ratio with nothing to divide by,
 # a correlation over too few pairs, the note that is only there without matplotlib).
 MAY_BE_NULL = {"plot_note", "gain_after_8", "a_rise_fraction_of_gap", "forgetting_removed", "median_step_ms",
-               "spearman_token_cost_vs_model_ratio", "spearman_jaccard_vs_model_ratio", "processor"}
+               "spearman_token_cost_vs_model_ratio", "spearman_jaccard_vs_model_ratio", "processor",
+               "spearman_off_domain_ratio", "spearman_early_vs_end"}
 
 
 def have_matplotlib() -> bool:
@@ -33,15 +32,23 @@ def have_matplotlib() -> bool:
     return True
 
 
+def run_micro_once(tmp_path_factory):
+    """The whole grid at the micro preset, run once per test session (the modules that need it share
+    the folder); returns (out dir, report.json, exit code)."""
+    out_dir = tmp_path_factory.getbasetemp() / "mismatch-micro" / "report"
+    done = out_dir.parent / "exit_code"
+    if not done.is_file():
+        code = mismatch.main(["--preset", "micro", "--domains", ",".join(MICRO_DOMAINS), "--out", str(out_dir)])
+        done.write_text(str(code))
+    code = int(done.read_text())
+    report = json.loads((out_dir / "report.json").read_text()) if code == 0 else None
+    return out_dir, report, code
+
+
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
-    """Run the whole grid once at the micro preset; returns (out dir, report.json, exit code, seconds)."""
-    out_dir = tmp_path_factory.mktemp("mismatch") / "report"
-    started = time.time()
-    code = mismatch.main(["--preset", "micro", "--domains", ",".join(MICRO_DOMAINS), "--out", str(out_dir)])
-    seconds = time.time() - started
-    report = json.loads((out_dir / "report.json").read_text()) if code == 0 else None
-    return out_dir, report, code, seconds
+    """Run the whole grid once at the micro preset; returns (out dir, report.json, exit code)."""
+    return run_micro_once(tmp_path_factory)
 
 
 def walk(value, path="report"):
@@ -63,10 +70,9 @@ def walk(value, path="report"):
 
 @pytest.mark.slow
 def test_micro_grid_writes_a_complete_report(micro_run):
-    out_dir, report, code, seconds = micro_run
+    out_dir, report, code = micro_run
     assert code == 0
     assert (out_dir / "report.md").is_file() and (out_dir / "report.json").is_file()
-    assert seconds < 120, f"the micro grid took {seconds:.0f} s; it should take well under a minute"
 
     names = MICRO_DOMAINS
     assert list(report["domains"]) == names
@@ -113,7 +119,7 @@ def test_micro_grid_writes_a_complete_report(micro_run):
 
 @pytest.mark.slow
 def test_micro_grid_numbers_are_finite(micro_run):
-    _, report, code, _ = micro_run
+    _, report, code = micro_run
     assert code == 0
     numbers = 0
     for path, leaf in walk(report):
@@ -129,15 +135,17 @@ def test_micro_grid_numbers_are_finite(micro_run):
 
 @pytest.mark.slow
 def test_micro_grid_markdown_and_pictures(micro_run):
-    out_dir, report, code, _ = micro_run
+    out_dir, report, code = micro_run
     assert code == 0
     text = (out_dir / "report.md").read_text()
-    for heading in ("## 1. Cross-domain matrix", "## 2. Mixed-domain training", "## 3. Transfer and forgetting",
-                    "## 4. LSTM vs Transformer", "## 5. Tokenizer mismatch"):
+    for heading in ("## 1. Cross-domain matrix", "## 2. Counting baseline", "## 3. Generalisation along training",
+                    "## 4. Mixed-domain training", "## 5. Transfer and forgetting", "## 6. LSTM vs Transformer",
+                    "## 7. Tokenizer mismatch"):
         assert heading in text
     assert "| trained on \\ evaluated on | shakespeare | bible |" in text
     if have_matplotlib():
-        for name in ("matrix.png", "forgetting.png", "tradeoff.png", "loss_by_position.png"):
+        for name in ("matrix.png", "ngram_matrix.png", "curves.png", "forgetting.png", "tradeoff.png",
+                     "loss_by_position.png"):
             assert (out_dir / name).stat().st_size > 1000, name
             assert f"]({name})" in text
         assert report["plot_note"] is None
@@ -147,7 +155,7 @@ def test_micro_grid_markdown_and_pictures(micro_run):
 
 @pytest.mark.slow
 def test_without_matplotlib_tables_are_written_with_a_note(micro_run, tmp_path, monkeypatch):
-    _, report, code, _ = micro_run
+    _, report, code = micro_run
     assert code == 0
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
@@ -165,12 +173,22 @@ def test_without_matplotlib_tables_are_written_with_a_note(micro_run, tmp_path, 
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_training_in_bad_input_tests(request, monkeypatch):
+    """Outside the micro grid, any training is a failure: bad input must be refused before it."""
+    if "micro_run" in request.fixturenames:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started; bad input must be refused before any training")
+
+    monkeypatch.setattr(mismatch.Grid, "train", refuse)
+
+
 def run_expecting_error(args, capsys) -> str:
-    started = time.time()
     code = mismatch.main(args)
     captured = capsys.readouterr()
     assert code == 2
-    assert time.time() - started < 20, "bad input must be refused before any training"
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("minilm.mismatch: error: "), captured.err
     assert "Traceback" not in captured.err
@@ -193,7 +211,8 @@ def test_corpus_too_small_for_split_and_context_is_refused(tmp_path, capsys):
 
 
 def test_malformed_corpus_flag_is_refused(tmp_path, capsys):
-    line = run_expecting_error(["--preset", "micro", "--corpus", "no-equals-sign", "--out", str(tmp_path / "o")], capsys)
+    line = run_expecting_error(["--preset", "micro", "--corpus", "no-equals-sign", "--out", str(tmp_path / "o")],
+                               capsys)
     assert "--corpus" in line and "NAME=PATH" in line
     line = run_expecting_error(["--preset", "micro", "--corpus", f"ghost={tmp_path / 'missing.txt'}",
                                 "--out", str(tmp_path / "o")], capsys)
@@ -210,8 +229,8 @@ def test_existing_out_dir_needs_overwrite(tmp_path, capsys):
 
 
 def test_bad_transfer_pair_and_too_few_domains_are_refused(tmp_path, capsys):
-    line = run_expecting_error(["--preset", "micro", "--domains", "shakespeare,bible", "--transfer", "shakespeare,legal",
-                                "--out", str(tmp_path / "o")], capsys)
+    line = run_expecting_error(["--preset", "micro", "--domains", "shakespeare,bible", "--transfer",
+                                "shakespeare,legal", "--out", str(tmp_path / "o")], capsys)
     assert "--transfer" in line
     line = run_expecting_error(["--preset", "micro", "--domains", "shakespeare", "--out", str(tmp_path / "o")], capsys)
     assert "--domains" in line and "at least 2" in line
@@ -246,7 +265,7 @@ def test_matched_lstm_is_close_to_the_gpt_size():
 
     gpt = GPT(GPTConfig(block_size=config.block_size, **config.gpt_args()))
     args = mismatch.matched_lstm_args(config, gpt.num_params())
-    from minilm.lstm import LSTMConfig, LSTMLM
+    from minilm.lstm import LSTMLM, LSTMConfig
 
     lstm = LSTMLM(LSTMConfig(**args))
     assert abs(lstm.num_params() - gpt.num_params()) <= 0.02 * gpt.num_params()
@@ -257,7 +276,7 @@ def test_gpu_preset_builds_its_models_and_fits_every_bundled_corpus():
     the parameter-matched LSTM build at its sizes, and every bundled corpus holds windows of its
     context in both splits (load_domains checks that first)."""
     from minilm.gpt import GPT, GPTConfig
-    from minilm.lstm import LSTMConfig, LSTMLM
+    from minilm.lstm import LSTMLM, LSTMConfig
 
     config = mismatch.PRESETS["gpu"]
     assert config.block_size == 256 and config.seeds >= 3

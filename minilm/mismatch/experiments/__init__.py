@@ -1,0 +1,130 @@
+"""The registry of the grid's experiments: the one list that decides what runs, in which order,
+and under which section number of the report.
+
+Each entry names a module with four functions:
+  jobs(grid) -> [Job]                   the models (or tokenizers) it trains, in dependency order
+  summarise(grid, parts, report) -> {}  its keys of report.json, from its jobs' results
+  write_section(report, number, figures) -> str   its section of report.md
+  figures(report, out_dir, plt) -> [file names]   its pictures (with matplotlib)
+and its prerequisites: the experiments whose results it reads (their jobs run first, their
+summaries are in `report` when it is summarised). Selecting an experiment with `--experiments`
+pulls its prerequisites in.
+
+`minutes` are estimates of the wall time on the six bundled domains with the preset's seeds, from
+the seconds per model of whole runs (see docs/experiments.md for how they were measured).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from minilm.cli import UserError
+
+from . import curves, lstm_vs_gpt, matrix, mixing, ngram, tokenizers, transfer
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # for --experiments
+    title: str  # what it asks, one line
+    requires: tuple  # names of the experiments it reads
+    module: ModuleType  # with jobs, summarise, write_section, figures, FIGURES
+    minutes: dict  # preset -> estimated minutes on the six bundled domains
+
+    def jobs(self, grid):
+        return self.module.jobs(grid)
+
+    def summarise(self, grid, parts: dict, report: dict) -> dict:
+        return self.module.summarise(grid, parts, report)
+
+    def write_section(self, report: dict, number: int, figures: list) -> str:
+        return self.module.write_section(report, number, figures)
+
+    def figures(self, report: dict, out_dir, plt) -> list:
+        return self.module.figures(report, out_dir, plt)
+
+
+EXPERIMENTS: list[Experiment] = [
+    Experiment("matrix", "How much worse is a model on text unlike its training text? One GPT per domain "
+               "(seeds x domains models), each scored on every domain.", (), matrix,
+               {"micro": 0.05, "cpu-quick": 5.7, "cpu": 33.5, "gpu": 36}),
+    Experiment("ngram", "How do the networks compare with counting? An interpolated Kneser-Ney n-gram per "
+               "domain on the same bytes: its own matrix, and GPT / n-gram per domain (domains n-grams, no model)",
+               ("matrix",), ngram, {"micro": 0.1, "cpu-quick": 1, "cpu": 0.4, "gpu": 1}),
+    Experiment("curves", "Is the mismatch pattern an artefact of under-training? Every specialist scored on "
+               "every domain along its training: off- against in-domain loss per pair, and the pattern early vs "
+               "at the end (no model of its own: recorded while the matrix trains)", ("matrix",), curves,
+               {"micro": 0, "cpu-quick": 0, "cpu": 0, "gpu": 0}),
+    Experiment("mixing", "Does one model trained on all domains at once (equal and size-proportional weights) "
+               "close the gap, and at what price in domain? (2 models)", ("matrix",), mixing,
+               {"micro": 0.01, "cpu-quick": 0.6, "cpu": 3.7, "gpu": 4}),
+    Experiment("transfer", "What does continued training on B cost the specialist of A (forgetting), and how "
+               "much replay of A prevents it? (one model per replay fraction, plus B from scratch)",
+               ("matrix",), transfer, {"micro": 0.01, "cpu-quick": 1.6, "cpu": 9.7, "gpu": 10}),
+    Experiment("lstm_vs_gpt", "Is the mismatch a property of the Transformer? An LSTM of the same size and "
+               "budget, in and off domain and by position in the context (1 model)", ("matrix",), lstm_vs_gpt,
+               {"micro": 0.01, "cpu-quick": 0.3, "cpu": 1.9, "gpu": 2}),
+    Experiment("tokenizers", "Does a tokenizer trained on one domain fit another? One BPE per domain: bytes "
+               "per token and vocabulary overlap, against the model matrix (domains tokenizers, no model)",
+               ("matrix",), tokenizers, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 0.2, "gpu": 1}),
+]
+
+BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
+FIGURE_FILES = tuple(name for experiment in EXPERIMENTS for name in experiment.module.FIGURES)
+
+
+def select(flag_value: str | None) -> list[Experiment]:
+    """`--experiments NAME,...` -> the registry entries to run, in registry order, with their
+    prerequisites pulled in; all of them when the flag is absent."""
+    if not flag_value:
+        return list(EXPERIMENTS)
+    asked = [name.strip() for name in flag_value.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in BY_NAME]
+    if unknown or not asked:
+        what = f"unknown experiment {unknown[0]!r}" if unknown else f"no experiment named in {flag_value!r}"
+        raise UserError(f"--experiments: {what}; expected names from {', '.join(BY_NAME)}, comma-separated")
+    chosen = set()
+
+    def add(name: str) -> None:
+        if name not in chosen:
+            chosen.add(name)
+            for required in BY_NAME[name].requires:
+                add(required)
+
+    for name in asked:
+        add(name)
+    return [experiment for experiment in EXPERIMENTS if experiment.name in chosen]
+
+
+def help_text() -> str:
+    """The registry as --help shows it: name, prerequisites, question."""
+    lines = []
+    for number, e in enumerate(EXPERIMENTS, start=1):
+        needs = f" (needs {', '.join(e.requires)})" if e.requires else ""
+        lines.append(f"{number}. {e.name}{needs}: {e.title}")
+    return "\n".join(lines)
+
+
+def markdown_list() -> str:
+    """The registry as docs/experiments.md shows it (a test keeps that page equal to this)."""
+    presets = ("micro", "cpu-quick", "cpu", "gpu")
+    rows = ["| # | name | what it asks | needs | " + " | ".join(f"min. {p}" for p in presets) + " |",
+            "| ---: | --- | --- | --- | " + " | ".join("---:" for _ in presets) + " |"]
+    for number, e in enumerate(EXPERIMENTS, start=1):
+        minutes = " | ".join(f"{e.minutes[p]:g}" for p in presets)
+        rows.append(f"| {number} | `{e.name}` | {e.title} | {', '.join(e.requires) or '–'} | {minutes} |")
+    return "\n".join(rows)
+
+
+DOCS_BEGIN, DOCS_END = "<!-- the registry's table: begin -->", "<!-- the registry's table: end -->"
+
+
+def update_docs(path) -> None:
+    """Rewrite the registry's table in docs/experiments.md (between the two markers) from EXPERIMENTS:
+    `python -c "from minilm.mismatch.experiments import update_docs; update_docs('docs/experiments.md')"`."""
+    from pathlib import Path
+
+    page = Path(path).read_text()
+    before, rest = page.split(DOCS_BEGIN)
+    _, after = rest.split(DOCS_END)
+    Path(path).write_text(f"{before}{DOCS_BEGIN}\n{markdown_list()}\n{DOCS_END}{after}")
