@@ -453,6 +453,7 @@ class Run:
     stdout_closed: bool = False
     mask_id: int | None = None  # the <mask> token's id, for the masked objective
     mask_generator: torch.Generator | None = None  # draws the masks (its state is saved in checkpoints)
+    on_eval: object = None  # (model, step) -> dict of more numbers for the log record, or None
 
     @property
     def tokens_per_step(self) -> int:
@@ -471,10 +472,11 @@ class Run:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None) -> TrainResult:
+def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None, on_eval=None) -> TrainResult:
     """Train per `config`; returns a TrainResult. Pass `model` (and its `tokenizer`) to continue
     training an existing model, e.g. one from `minilm.checkpoint.load_model`, with a fresh optimizer
-    (or set `config.init_from`).
+    (or set `config.init_from`). `on_eval(model, step)`, if given, is called at every evaluation
+    and the dict it returns is added to that step's log record (it must not change the model).
     """
     device = pick_device(config.device)
     ddp, device = setup_distributed(device, join=config.distributed)
@@ -488,6 +490,7 @@ def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=N
     run = None
     try:
         run, model, checkpoint = prepare(config, model, tokenizer, device, ddp)
+        run.on_eval = on_eval
         build(run, model, checkpoint)
         del checkpoint
         return loop(run)
@@ -716,6 +719,8 @@ def evaluate_and_checkpoint(run: Run) -> None:
     if len(run.eval_sets) > 1:
         record["val_bpb_by_corpus"] = {s.name: r.bits_per_byte for s, r in zip(run.eval_sets, results, strict=True)}
         record["val_loss_by_corpus"] = {s.name: r.loss for s, r in zip(run.eval_sets, results, strict=True)}
+    if run.on_eval is not None:
+        record.update(run.on_eval(run.raw_model, step))
     if config.objective != "clm":
         record.update({f"val_{name}_bpb": result.bits_per_byte for name, result in scores[0].items()})
     if run.resumed_with:

@@ -95,3 +95,16 @@ def test_resume_keeps_the_objective(tmp_path):
     with pytest.raises(Exception, match="--objective"):
         train(tiny_config(objective="clm", out_dir=str(tmp_path / "run"), steps=4, resume=True))
     assert TrainConfig().objective == "clm"
+
+
+def test_on_eval_adds_its_numbers_to_each_record_and_leaves_the_run_unchanged():
+    seen = []
+
+    def measure(model, step):
+        seen.append(step)
+        return {"probe": float(step) * 2}
+
+    plain = train(tiny_config(objective="both", steps=6, eval_interval=2, log_interval=1))
+    probed = train(tiny_config(objective="both", steps=6, eval_interval=2, log_interval=1), on_eval=measure)
+    assert seen == [0, 2, 4, 6] and [r["probe"] for r in probed.history] == [0.0, 4.0, 8.0, 12.0]
+    assert probed.train_losses == plain.train_losses
