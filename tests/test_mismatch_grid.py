@@ -97,7 +97,7 @@ def test_report_sections_are_numbered_from_the_registry(serial_run):
     assert report["experiments"] == [e.name for e in registry.EXPERIMENTS]
     # the job count: one part per job, as each experiment declares them
     parts = sorted(p.stem for p in (out_dir / "parts").glob("*.json"))
-    assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + 2 + (4 + 1) + 2 + 2
+    assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + 2 + (4 + 1) + 2 + 2 + 3 * 2 + 3
 
 
 def test_a_selected_experiment_runs_with_its_prerequisite_only(tmp_path, serial_run, monkeypatch):

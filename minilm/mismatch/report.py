@@ -103,7 +103,8 @@ def header(report: dict, plot_note: str | None) -> list[str]:
 
 def notes(numbers: dict[str, int]) -> list[str]:
     """The closing notes; `numbers` maps each experiment of this report to its section number."""
-    one_seed = sorted(number for name, number in numbers.items() if name != "matrix")
+    seeded = ("matrix", "multitask", "finetune")  # the experiments that run every seed of the preset
+    one_seed = sorted(number for name, number in numbers.items() if name not in seeded)
     out = ["## Notes\n"]
     if one_seed:
         span = f"{one_seed[0]}-{one_seed[-1]}" if len(one_seed) > 1 else f"{one_seed[0]}"

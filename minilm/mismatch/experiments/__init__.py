@@ -20,7 +20,7 @@ from types import ModuleType
 
 from minilm.cli import UserError
 
-from . import curves, lstm_vs_gpt, matrix, mixing, ngram, tokenizers, transfer
+from . import curves, finetune, lstm_vs_gpt, matrix, mixing, multitask, ngram, tokenizers, transfer
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,14 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("tokenizers", "Does a tokenizer trained on one domain fit another? One BPE per domain: bytes "
                "per token and vocabulary overlap, against the model matrix (domains tokenizers, no model)",
                ("matrix",), tokenizers, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 0.2, "gpu": 1}),
+    Experiment("multitask", "Do GPT's causal objective and BERT's masked one conflict in one model? On one domain: "
+               "causal only, masked only, both (same weights at the start, steps, batches); each scored on both "
+               "objectives, and the cosine of their gradients along the `both` run (3 models per seed)",
+               (), multitask, {"micro": 0.02, "cpu-quick": 1.5, "cpu": 9, "gpu": 10}),
+    Experiment("finetune", "How many labels does a pre-trained model need to tell the domains apart? A "
+               "classifier fine-tuned with 1-256 labelled windows per domain from random weights, the mixed "
+               "causal model and a mixed masked-LM model (1 model, plus the fine-tunings)",
+               ("mixing",), finetune, {"micro": 0.02, "cpu-quick": 2, "cpu": 8, "gpu": 8}),
 ]
 
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
