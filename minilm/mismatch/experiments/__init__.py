@@ -70,11 +70,11 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("multitask", "Do GPT's causal objective and BERT's masked one conflict in one model? On one domain: "
                "causal only, masked only, both (same weights at the start, steps, batches); each scored on both "
                "objectives, and the cosine of their gradients along the `both` run (3 models per seed)",
-               (), multitask, {"micro": 0.02, "cpu-quick": 1.5, "cpu": 9, "gpu": 10}),
+               (), multitask, {"micro": 0.02, "cpu-quick": 3, "cpu": 20, "gpu": 24}),
     Experiment("finetune", "How many labels does a pre-trained model need to tell the domains apart? A "
                "classifier fine-tuned with 1-256 labelled windows per domain from random weights, the mixed "
                "causal model and a mixed masked-LM model (1 model, plus the fine-tunings)",
-               ("mixing",), finetune, {"micro": 0.02, "cpu-quick": 2, "cpu": 8, "gpu": 8}),
+               ("mixing",), finetune, {"micro": 0.02, "cpu-quick": 2.5, "cpu": 15, "gpu": 6}),
 ]
 
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
