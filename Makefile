@@ -24,9 +24,9 @@ demo: $(STAMP)
 	$(PY) train.py --data shakespeare --preset cpu-tiny --out runs/demo --overwrite
 	$(PY) sample.py --ckpt runs/demo/ckpt.pt --prompt "ROMEO:" --max-new-tokens 300 --seed 1
 
-# One forward/backward pass of a tiny GPT against its NumPy float64 twin, printed layer by layer.
+# One forward/backward pass of a tiny GPT against its NumPy float64 twin: one row per tensor.
 check-twins: $(STAMP)
-	$(PY) -m minilm.demo
+	$(PY) -m minilm.check_twins
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -31,9 +31,9 @@ def nanogpt_cpu_model(**overrides) -> GPT:
     return GPT(GPTConfig(**settings))
 
 
-def make_variant(attn_impl: str, compiled: bool, mode: str | None = None):
+def make_variant(kernels: str, compiled: bool, mode: str | None = None):
     """(callable model, raw model, optimizer) for one variant, all from the same seed."""
-    model = nanogpt_cpu_model(attn_impl=attn_impl)
+    model = nanogpt_cpu_model(kernels=kernels)
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, fused=True)
     forward = torch.compile(model, mode=mode) if compiled else model
     return forward, model, optimizer
@@ -57,11 +57,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    variants = {"eager (fast path)": make_variant("fast", False),
-                "compiled (fast path)": make_variant("fast", True),
-                "compiled (readable path)": make_variant("readable", True)}
+    variants = {"eager (fused kernels)": make_variant("fused", False),
+                "compiled (fused kernels)": make_variant("fused", True),
+                "compiled (readable kernels)": make_variant("readable", True)}
     if args.autotune:
-        variants["compiled (fast, max-autotune)"] = make_variant("fast", True, "max-autotune")
+        variants["compiled (fused, max-autotune)"] = make_variant("fused", True, "max-autotune")
     x = torch.randint(0, 256, (12, 64))  # (B, T)
     y = torch.randint(0, 256, (12, 64))  # (B, T)
     for name, variant in variants.items():
@@ -75,7 +75,7 @@ def main() -> None:
             started = time.perf_counter()
             train_step(*variant, x, y)
             times[name].append(time.perf_counter() - started)
-    eager = statistics.median(times["eager (fast path)"])
+    eager = statistics.median(times["eager (fused kernels)"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.steps} interleaved steps:")
     for name, t in times.items():
         print(f"{name:32s} {statistics.median(t) * 1e3:7.2f} ms/step  {eager / statistics.median(t):.2f}x eager")

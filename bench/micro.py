@@ -5,9 +5,10 @@
 1. One-token decoding (GPTDecoder, nanoGPT's CPU model shape): its products as written,
    `torch.addmm(b, x, W_t)` with W_t a contiguous (in, out) copy, against `F.linear(x, W, b)`
    with W stored (out, in) as nn.Linear keeps it; everything else the same.
-2. Drawing one token (sampling.draw vs torch.multinomial), one row of 256 probabilities, and
-   whether the two pick the same tokens from the same seeded generator (200 seeds, 3 rows of 50);
-   and what generation's per-token finiteness flag (sampling.FiniteWatch.see) costs.
+2. Drawing one token (bench/sample.py's exponential race vs torch.multinomial, which
+   sampling.draw calls), one row of 256 probabilities, and whether the two pick the same tokens
+   from the same seeded generator (200 seeds, 3 rows of 50); and what generation's per-token
+   finiteness check (sampling.require_finite) costs.
 3. GELU forward + backward, tanh form vs exact (erf), on a (12, 64, 512) activation: the MLP
    hidden layer of nanoGPT's CPU shapes.
 4. A whole training step of that model (4 x 128, block 64, batch 12, no biases), tanh vs exact
@@ -32,8 +33,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.compile_ab import nanogpt_cpu_model, train_step  # noqa: E402
+from bench.sample import exponential_race  # noqa: E402
 from minilm.gpt import GPT, GPTConfig  # noqa: E402
-from minilm.sampling import FiniteWatch, draw  # noqa: E402
+from minilm.sampling import require_finite  # noqa: E402
 
 
 def median_seconds(fn, repeats: int, inner: int) -> float:
@@ -58,7 +60,7 @@ def one_token_products(tokens: int = 500, rounds: int = 7) -> None:
     model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128)).eval()
     transposed = model.decoder()
     as_linear = model.decoder()
-    for layer, block in zip(as_linear.layers, model.h):
+    for layer, block in zip(as_linear.layers, model.h, strict=True):
         for key, module in (("c_attn", block.attn.c_attn), ("attn_proj", block.attn.c_proj),
                             ("c_fc", block.mlp.c_fc), ("mlp_proj", block.mlp.c_proj)):
             layer[key] = (module.weight.detach(), module.bias.detach())  # (out, in), as nn.Linear keeps it
@@ -95,18 +97,17 @@ def drawing_a_token() -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         m = median_seconds(lambda: torch.multinomial(probs, 1, generator=generator), 21, 500)
-        d = median_seconds(lambda: draw(probs, generator), 21, 500)
+        d = median_seconds(lambda: exponential_race(probs, generator), 21, 500)
     same = 0
-    for seed in range(200):  # does draw pick multinomial's tokens from the same generator state?
+    for seed in range(200):  # does the race pick multinomial's tokens from the same generator state?
         rows = torch.softmax(3 * torch.randn(3, 50, generator=torch.Generator().manual_seed(seed)), dim=-1)
-        same += torch.equal(draw(rows, torch.Generator().manual_seed(seed)),
+        same += torch.equal(exponential_race(rows, torch.Generator().manual_seed(seed)),
                             torch.multinomial(rows, 1, generator=torch.Generator().manual_seed(seed)))
-    watch = FiniteWatch(probs.device)
     with torch.inference_mode():
-        w = median_seconds(lambda: watch.see(probs), 21, 500)
-    print(f"2. one token from 256: torch.multinomial {m * 1e6:6.1f} us, sampling.draw {d * 1e6:6.1f} us "
+        w = median_seconds(lambda: require_finite(probs), 21, 500)
+    print(f"2. one token from 256: torch.multinomial {m * 1e6:6.1f} us, exponential race {d * 1e6:6.1f} us "
           f"-> {m / d:.2f}x; same tokens as multinomial for {same} of 200 seeds; "
-          f"FiniteWatch.see (the per-token nan/inf check) {w * 1e6:5.1f} us")
+          f"require_finite (the per-token nan/inf check) {w * 1e6:5.1f} us")
 
 
 def gelu_forms() -> None:
@@ -152,7 +153,7 @@ def training_step_attention(steps: int) -> None:
     medians = interleaved_training_steps({
         "flash": (nanogpt_cpu_model(), nullcontext),
         "math": (nanogpt_cpu_model(), lambda: sdpa_kernel(SDPBackend.MATH)),
-        "readable": (nanogpt_cpu_model(attn_impl="readable"), nullcontext),
+        "readable": (nanogpt_cpu_model(kernels="readable"), nullcontext),
     }, steps)
     flash = medians["flash"]
     print(f"5. training step, nanoGPT CPU shapes, attention: SDPA flash {flash * 1e3:6.2f} ms, "

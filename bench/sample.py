@@ -1,31 +1,32 @@
-"""Generation speed: our KV-cache path vs our no-cache path, batch 1, in one run.
+"""Generation speed, whole generations timed in one run: every path minilm has, and the outside baselines.
 
 The model has the shape of nanoGPT's README CPU config (4 layers, 4 heads, 128 wide, block 64,
 vocabulary 256 bytes); the weights are random (speed does not depend on them) unless --ckpt is
 given. Each round generates --tokens new tokens from a one-token prompt ("\\n") with nanoGPT's
-sample.py settings (temperature 0.8, top-k 200):
+sample.py settings (temperature 0.8, top-k 200). The paths:
 
-    cached    minilm.sampling.generate: GPT.step with a KV cache, one token per forward
-    no-cache  minilm.sampling.generate_without_cache: the full forward over the last block_size
-              tokens every step (what nanoGPT does)
+    GPTDecoder    generate(decoder="fast"): GPTDecoder.step with a KV cache (the default)
+    GPT.step      generate(decoder="step"): GPT.step with a KV cache, the path a reader follows
+    race          as GPTDecoder, but each token drawn by the exponential race below instead of
+                  torch.multinomial (the measured aside: it stays here unless it pays >= 1.1x)
+    watch         as GPTDecoder, but the per-step finiteness check (one `bool` per token) replaced
+                  by a running sum on the device read once at the end (no wait per token)
+    no-cache      generate_without_cache: the full forward over the last block_size tokens every
+                  step, as nanoGPT's sample.py does
+    transformers  (when Hugging Face `transformers` is importable) GPT2LMHeadModel of the same
+                  shape, `generate(do_sample=True)` with its KV cache; its positions stop at 64,
+                  so each round is 8 calls of at most 63 new tokens from the one-token prompt
 
-When Hugging Face `transformers` is installed (it is not a dependency: `pip install transformers`
-in the same environment), a third path is timed in the same rounds as an outside baseline:
-
-    transformers  GPT2LMHeadModel of the same shape (random weights, n_positions = block 64),
-              `generate(do_sample=True)` with its KV cache; as its positions stop at 64, each round
-              is 8 calls of at most 63 new tokens from the one-token prompt
-
-The paths are timed in alternating rounds, so load from other processes hits both alike, and the
-median round is reported, with the ratio, tokens per CPU-second of this process (less sensitive to other jobs than the wall clock,
-though not immune: they still share caches and cores), peak memory and model FLOPs utilisation (MFU) against
-a float32 matmul rate measured in the same run. FLOPs per generated token, forward only:
-2N + 4 L T d (a third of the training formula 6N + 12 L T d), N = non-embedding parameters,
-T = the average context length the token attends to.
+The paths are timed in alternating rounds, so load from other processes hits all alike, and the
+median round is reported, with the ratios, tokens per CPU-second of this process (less sensitive
+to other jobs than the wall clock, though not immune), peak memory and model FLOPs utilisation
+(MFU) against a float32 matmul rate measured in the same run. FLOPs per generated token, forward
+only: 2N + 4 L T d, N = non-embedding parameters, T = the average context length.
+Targets: GPTDecoder >= 3x no-cache (nanoGPT-style) and >= 2x transformers, in the same run.
 
 Threads: one by default. Batch-1 generation of a small model is a chain of tiny matrix-vector
 products; splitting each over threads costs more than it saves, and on a machine shared with
-other jobs two threads per process can slow everything down ~10x. `--threads 0` compares.
+other jobs two threads per process can slow everything down. `--threads 0` compares.
 
     .venv/bin/python bench/sample.py
     .venv/bin/python bench/sample.py --tokens 500 --rounds 5 --threads 0 --profile
@@ -39,14 +40,44 @@ import resource
 import statistics
 import sys
 import time
+from unittest import mock
 
 import torch
+from tqdm import tqdm
 
+from minilm import sampling
 from minilm.gpt import GPT, GPTConfig
 from minilm.sampling import generate, generate_without_cache
 
-NANOGPT_TOKENS_PER_S = 318  # nanoGPT sample.py, no cache (issue 5, same machine class, 2026-11-23)
-TRANSFORMERS_TOKENS_PER_S = 347  # Hugging Face GPT-2 class with its cache, same shapes
+
+def exponential_race(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row, drawn without torch.multinomial: probs (B, V) -> (B, 1).
+
+    Give every token an independent waiting time E_i ~ Exp(1). Then E_i / p_i is exponential with
+    rate p_i, and the first of these clocks to ring is token i with probability p_i / sum_j p_j,
+    so argmax_i p_i / E_i is one exact draw (the Gumbel-max trick in another form). It skips
+    multinomial's checks of its input. A token with probability 0 never wins (E_i is kept > 0).
+    """
+    waits = torch.empty_like(probs).exponential_(generator=generator)  # (B, V), E_i ~ Exp(1)
+    waits.clamp_min_(torch.finfo(waits.dtype).tiny)
+    return torch.argmax(probs / waits, dim=-1, keepdim=True)  # (B, 1)
+
+
+class DeviceSideWatch:
+    """The alternative to checking every step's logits with one `bool` (a wait per token): add
+    each step's sum into a float32 total on the device (nan or inf there stays for good) and
+    read it once at the end."""
+
+    def __init__(self):
+        self.total = None
+
+    def __call__(self, logits: torch.Tensor, new_tokens: int = 0) -> None:  # stands in for require_finite
+        s = logits.sum().float()
+        self.total = s if self.total is None else self.total.add_(s)
+
+    def check(self) -> None:
+        if self.total is not None and not bool(torch.isfinite(self.total)):
+            raise ValueError("non-finite logits during generation")
 
 
 def matmul_flops_per_s(device: torch.device, n: int = 512, repeats: int = 20) -> float:
@@ -140,7 +171,7 @@ def transformers_generator(config: GPTConfig, tokens: int, temperature: float, t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Generation tokens/s: KV cache vs no cache, batch 1.",
+    parser = argparse.ArgumentParser(description="Generation tokens/s of every path, batch 1, in one run.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--tokens", type=int, default=500, help="new tokens per round")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each path (median reported)")
@@ -167,29 +198,46 @@ def main() -> None:
     prompt = [10]  # "\n"
     settings = dict(temperature=args.temperature, top_k=args.top_k)
 
-    def cached():
-        generate(model, prompt, args.tokens, generator=torch.Generator(device).manual_seed(1), **settings)
+    def run(decoder="fast"):
+        return generate(model, prompt, args.tokens, generator=torch.Generator(device).manual_seed(1),
+                        decoder=decoder, **settings)
+
+    def with_race():
+        with mock.patch.object(sampling, "draw", exponential_race):
+            run()
+
+    def with_watch():
+        watch = DeviceSideWatch()
+        with mock.patch.object(sampling, "require_finite", watch):
+            run()
+        watch.check()
 
     def uncached():
         generate_without_cache(model, prompt, args.tokens, generator=torch.Generator(device).manual_seed(1),
                                **settings)
 
+    same = torch.equal(run(), run("step"))
+    with mock.patch.object(sampling, "draw", exponential_race):
+        race_same = torch.equal(run(), run("step"))
     print(f"minilm generation bench: {platform.processor() or platform.machine()}, {device}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"model: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, block {c.block_size}, "
           f"vocab {c.vocab_size}; batch 1, {args.tokens} new tokens, temperature {args.temperature}, "
           f"top-k {args.top_k}")
+    print(f"paths: {sampling.generation_path(model, 'fast')} and {sampling.generation_path(model, 'step')} "
+          f"pick the same tokens from the same seed: {same} (with the race: {race_same})")
     rss_before = peak_rss_mib()
-    paths = {"cached": cached, "no-cache": uncached}
+    paths = {"GPTDecoder": run, "GPT.step": lambda: run("step"), "race": with_race, "watch": with_watch,
+             "no-cache": uncached}
     hf = transformers_generator(c, args.tokens, args.temperature, args.top_k) if device.type == "cpu" else None
     if hf is not None and not args.ckpt:
         paths["transformers"] = hf
     else:
-        print("(transformers not installed or --ckpt/--device given: no in-run transformers baseline)")
+        print("(transformers not importable or --ckpt/--device given: no in-run transformers baseline)")
     for fn in paths.values():  # warm-up
         fn()
     times = {name: [] for name in paths}  # (wall, cpu) per round
-    for _ in range(args.rounds):  # alternate, so that bursts of outside load hit every path
+    for _ in tqdm(range(args.rounds), desc="rounds", leave=False):  # alternate: outside load hits every path
         for name, fn in paths.items():
             times[name].append(timed(fn, device))
     rate = {name: args.tokens / statistics.median(w for w, _ in t) for name, t in times.items()}
@@ -204,23 +252,26 @@ def main() -> None:
         mfu = rate[name] * flops_per_token / flops_rate
         print(f"{name:>12}: {rate[name]:7.0f} tokens/s median of {args.rounds} (best {best[name]:.0f}), "
               f"{1e3 / rate[name]:.2f} ms/token, MFU {mfu:.2%}; {per_cpu_s[name]:.0f} tokens per CPU-second")
+
+    def ratio(a, b, note=""):
+        print(f"{'ratio':>12}: {a} / {b} = {rate[a] / rate[b]:.2f}x (CPU-seconds: {per_cpu_s[a] / per_cpu_s[b]:.2f}x)"
+              f"{note}")
+
+    ratio("GPTDecoder", "GPT.step", " (the fast decoder stays only if it pays)")
+    ratio("race", "GPTDecoder", " (the race would replace torch.multinomial only at >= 1.10x)")
+    ratio("watch", "GPTDecoder", " (what the per-step finiteness check costs)")
+    ratio("GPTDecoder", "no-cache", " (target >= 3x)")
     if "transformers" in rate:
-        print(f"       ratio: cached / transformers (same run) = {rate['cached'] / rate['transformers']:.2f}x "
-              f"(target >= 2x)")
+        ratio("GPTDecoder", "transformers", " (target >= 2x)")
     load, cores = os.getloadavg()[0], os.cpu_count()
     busy = " (above the core count: other jobs share the cores and wall-clock rates drop)" if load > cores else ""
-    print(f"       ratio: cached / no-cache = {rate['cached'] / rate['no-cache']:.2f}x "
-          f"(load average now {load:.1f} on {cores} cores{busy})")
+    print(f"        load: average {load:.1f} on {cores} cores{busy}")
     print(f"      memory: peak RSS {peak_rss_mib():.0f} MiB (after import and model: {rss_before:.0f} MiB); "
           f"KV cache at block_size: {2 * c.n_layer * c.block_size * c.n_embd * 4 / 2**10:.0f} KiB")
     if device.type == "cuda":
         print(f"           peak CUDA memory allocated {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
-    print(f"      matmul: {flops_rate / 1e9:.1f} GFLOP/s (float32 512x512); model FLOPs/token {flops_per_token / 1e6:.2f} M "
-          f"(N = {N:,} non-embedding params, mean context {T_avg:.1f})")
-    print(f"      target: >= {3 * NANOGPT_TOKENS_PER_S} tokens/s (3x nanoGPT's {NANOGPT_TOKENS_PER_S}) and "
-          f">= {2 * TRANSFORMERS_TOKENS_PER_S} (2x transformers' {TRANSFORMERS_TOKENS_PER_S}); cached: "
-          f"{rate['cached'] / NANOGPT_TOKENS_PER_S:.2f}x nanoGPT, {rate['cached'] / TRANSFORMERS_TOKENS_PER_S:.2f}x "
-          f"transformers (their figures were taken on an idle machine; rerun when yours is idle)")
+    print(f"      matmul: {flops_rate / 1e9:.1f} GFLOP/s (float32 512x512); model FLOPs/token "
+          f"{flops_per_token / 1e6:.2f} M (N = {N:,} non-embedding params, mean context {T_avg:.1f})")
     if args.profile:
         profile_step(model, device)
 

@@ -8,27 +8,33 @@ How a token flows through the model (B sequences of T token ids):
                -> final LayerNorm -> lm_head (tied to wte) -> logits (B, T, V)
     loss = mean over positions of -log softmax(logits)[target]   (nats per token)
 
+The attention is causal (position t sees positions <= t: GPT); `forward(..., causal=False)` lets
+every position see the whole text (BERT's bidirectional attention) with the same weights.
+
 The NumPy twin of this whole model is `minilm.reference.gpt`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minilm.cli import UserError, config_from_dict, validate_config
 from minilm.gpt_decoder import GPTDecoder
 from minilm.layers import ACTIVATIONS, Block, LayerNorm, LearnedPositionEmbedding, SinusoidalPositionEmbedding
 
 POSITION_SCHEMES = ("learned", "sinusoidal", "rope", "none")
-ATTENTION_IMPLS = ("fast", "readable")
+KERNELS = ("fused", "readable")
+# The field `kernels` was called `attn_impl` before; checkpoints that carry the old name still load.
+OLD_ATTN_IMPL = {"fast": "fused", "readable": "readable"}
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise UserError(message)
 
 
 @dataclass
@@ -45,39 +51,40 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
     pos_emb: str = "learned"  # one of POSITION_SCHEMES
     activation: str = "gelu_tanh"  # one of minilm.layers.ACTIVATIONS
-    attn_impl: str = "fast"  # "fast": fused kernels (F.scaled_dot_product_attention, F.gelu);
-    #                          "readable": every step of attention and GELU written out
+    kernels: str = "fused"  # "fused": layer norm, attention and GELU as single PyTorch kernels;
+    #                         "readable": every step of them written out (line for line with the twins)
     tie_weights: bool = True  # lm_head shares its matrix with the token embedding
     layer_norm_eps: float = 1e-5
 
+    RULES = {
+        "vocab_size": ("int", 1), "block_size": ("int", 1), "n_layer": ("int", 1), "n_head": ("int", 1),
+        "n_embd": ("int", 1), "mlp_ratio": ("int", 1), "dropout": ("number", 0.0, 1.0), "bias": ("bool",),
+        "pos_emb": ("choice", POSITION_SCHEMES), "activation": ("choice", tuple(ACTIVATIONS)),
+        "kernels": ("choice", KERNELS), "tie_weights": ("bool",), "layer_norm_eps": ("open_number", 0.0, None),
+    }
+
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1,
-                     f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        validate_config(self, self.RULES)
+        _require(self.dropout < 1.0, f"GPTConfig.dropout: expected a number in [0, 1), got {self.dropout!r}")
         _require(self.n_embd % self.n_head == 0,
                  f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        _require(0.0 <= self.dropout < 1.0, f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        _require(self.pos_emb in POSITION_SCHEMES,
-                 f"GPTConfig.pos_emb must be one of {POSITION_SCHEMES}, got {self.pos_emb!r}")
-        _require(self.activation in ACTIVATIONS,
-                 f"GPTConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-        _require(self.attn_impl in ATTENTION_IMPLS,
-                 f"GPTConfig.attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
         head_size = self.n_embd // self.n_head
         _require(self.pos_emb != "rope" or head_size % 2 == 0,
                  f"GPTConfig.pos_emb='rope' needs an even head size, but n_embd/n_head = {head_size}")
-        _require(self.layer_norm_eps > 0, f"GPTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        _require(not unknown, f"GPTConfig got unknown fields {unknown}; known fields are {sorted(known)}")
-        return cls(**d)
+        """The inverse of to_dict. A dict written before `kernels` had its name carries `attn_impl`
+        ("fast" or "readable") instead: it is read as kernels "fused" or "readable"."""
+        if isinstance(d, dict) and "attn_impl" in d:
+            _require("kernels" not in d, "GPTConfig: got both attn_impl (the old name) and kernels; give kernels only")
+            old = d["attn_impl"]
+            _require(old in OLD_ATTN_IMPL, f"GPTConfig.attn_impl: expected one of {tuple(OLD_ATTN_IMPL)}, got {old!r}")
+            d = {**{k: v for k, v in d.items() if k != "attn_impl"}, "kernels": OLD_ATTN_IMPL[old]}
+        return config_from_dict(cls, d)
 
 
 class GPT(nn.Module):
@@ -95,10 +102,10 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.h = nn.ModuleList(
             Block(c.n_embd, c.n_head, c.mlp_ratio * c.n_embd, c.activation, c.dropout, c.bias,
-                  rope=c.pos_emb == "rope", attn_impl=c.attn_impl, eps=c.layer_norm_eps)
+                  rope=c.pos_emb == "rope", fused=c.kernels == "fused", eps=c.layer_norm_eps)
             for _ in range(c.n_layer)
         )
-        self.ln_f = LayerNorm(c.n_embd, bias=c.bias, eps=c.layer_norm_eps, fused=c.attn_impl == "fast")
+        self.ln_f = LayerNorm(c.n_embd, bias=c.bias, eps=c.layer_norm_eps, fused=c.kernels == "fused")
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)  # (V, C)
         if c.tie_weights:
             self.lm_head.weight = self.wte.weight  # one matrix reads tokens in and writes them out
@@ -126,8 +133,9 @@ class GPT(nn.Module):
         # the graph in two; there the data is checked upstream (minilm.data) instead.
         if not idx.is_cuda and not torch.compiler.is_compiling():
             lo, hi = int(idx.min()), int(idx.max())
-            _require(lo >= 0 and hi < self.config.vocab_size,
-                     f"{what} holds token ids in [{lo}, {hi}], outside the vocabulary [0, vocab_size={self.config.vocab_size})")
+            V = self.config.vocab_size
+            _require(lo >= 0 and hi < V,
+                     f"{what} holds token ids in [{lo}, {hi}], outside the vocabulary [0, vocab_size={V})")
 
     def embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         x = self.wte(idx)  # (B, T, C)
@@ -202,17 +210,25 @@ class GPT(nn.Module):
         pos = torch.arange(T_past, T_past + T_new, device=idx.device)  # (T_new,)
         x = self.embed(idx, pos)  # (B, T_new, C)
         new_caches = []
-        for block, cache in zip(self.h, caches):
+        for block, cache in zip(self.h, caches, strict=True):
             x, cache = block.step(x, pos, cache)  # (B, T_new, C)
             new_caches.append(cache)
         logits = self.lm_head(self.ln_f(x))  # (B, T_new, V)
         return logits, {"caches": new_caches, "tokens": torch.cat([tokens, idx], dim=1)}
 
-    def decoder(self):
-        """What generation calls `step` on. attn_impl="fast": a `GPTDecoder`, a snapshot of the
-        weights laid out for fast one-token steps (minilm/gpt_decoder.py; same logits as `step`);
-        attn_impl="readable": the model itself, so a reader can follow every step."""
-        return GPTDecoder(self) if self.config.attn_impl == "fast" else self
+    def decoder(self) -> GPTDecoder:
+        """The fast path of `step` for generation: a `GPTDecoder` (minilm/gpt_decoder.py), a
+        snapshot of the weights laid out for one-token steps, with the same logits as `step`.
+        `generate(..., decoder="fast")` uses it; `decoder="step"` runs `GPT.step` itself."""
+        return GPTDecoder(self)
+
+    @classmethod
+    def from_hf(cls, name_or_dir) -> "GPT":
+        """A GPT with the weights of a Hugging Face GPT-2 (a local folder, or a hub name where the
+        hub is reachable); the mapping of names and the checks live in minilm/hf.py."""
+        from minilm.hf import from_hf
+
+        return from_hf(name_or_dir)[0]
 
     # ------------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:

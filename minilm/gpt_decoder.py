@@ -1,33 +1,44 @@
 """Fast token-by-token generation for a GPT: the same computation as `GPT.step`, leaner.
 
-`GPT.step` (minilm/gpt.py) is the readable KV-cache path: it walks the model's modules, the same
-ones the training forward uses. Generating one token at a time on a CPU, though, is a chain of
-tiny (1 x C) @ (C x 4C) products, and the fixed cost of each call (Python, the nn.Module
+`GPT.step` (minilm/gpt.py) is the KV-cache path a reader follows: it walks the model's modules,
+the same ones the training forward uses. Generating one token at a time on a CPU, though, is a
+chain of tiny (1 x C) @ (C x 4C) products, and the fixed cost of each call (Python, the nn.Module
 machinery, PyTorch's dispatch, the matrix layout the BLAS library is handed) is larger than the
-arithmetic. `GPTDecoder` is the fast path for that one case, a single new token per sequence:
+arithmetic. `GPTDecoder` is the fast path for that one case, a single new token per sequence, and
+its speed comes from removing that fixed cost, in three parts:
 
-- every weight matrix is copied once, transposed to (in, out) and contiguous, so each product is
-  `torch.addmm(b, x, W_t)`: x (B, in) @ W_t (in, out) + b. On the project's CPU, decoding runs
-  1.17-1.22x faster this way than with `F.linear(x, W, b)` on W stored (out, in) as nn.Linear keeps it
-  (`bench/micro.py`, part 1);
-- layer norm and the activation are single fused kernels, attention is
-  `F.scaled_dot_product_attention` (one query sees every cached key, so no mask is built);
-- no nn.Module calls: one function reads top to bottom, one position per line.
+- the matrix layout: every weight matrix is copied once, transposed to (in, out) and contiguous,
+  so each product is `torch.addmm(b, x, W_t)`: x (B, in) @ W_t (in, out) + b, instead of
+  `F.linear(x, W, b)` on W stored (out, in) as nn.Linear keeps it (`bench/micro.py`, part 1,
+  times the two layouts alone);
+- no module walk: one function reads top to bottom on (B, C) rows, so there are no nn.Module
+  calls and hooks, no dropout modules (identities in eval mode, still called), no position
+  tensor built per step (the position row is indexed directly), and q, k, v come from one
+  view + unbind instead of split, three views and three transposes;
+- fused kernels whatever the model's `kernels`: layer norm and the activation are single PyTorch
+  kernels, attention is `F.scaled_dot_product_attention` (one query sees every cached key, so
+  no mask is built).
 
-Everything else (the prompt, several new tokens at once, the re-fill beyond block_size) is
-delegated to `GPT.step`, and the cache has its format, so the two can be mixed freely.
-`tests/test_gpt_decoder.py` checks that the logits equal `GPT.step`'s at every step, for every
-position scheme, with and without biases, past block_size.
+`bench/sample.py` times whole generations through both paths in the same rounds; the figures are
+in docs/README_sample.md. Everything else (the prompt, several new tokens at once, the re-fill
+beyond block_size) is delegated to `GPT.step`, and the state has its format, so the two can be
+mixed freely. `tests/test_gpt_decoder.py` checks that the logits equal `GPT.step`'s at every step,
+for every position scheme, with and without biases, past block_size.
 
-The decoder is a snapshot: build it after training (`generate` builds one per call; copying the
-weights of a 1M-parameter model takes about a millisecond), not before.
+The decoder is a snapshot: build it after training (`generate` builds one per call), not before.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from minilm.layers import FUSED_ACTIVATIONS, LearnedPositionEmbedding, SinusoidalPositionEmbedding, apply_rope, rope_cos_sin
+from minilm.layers import (
+    FUSED_ACTIVATIONS,
+    LearnedPositionEmbedding,
+    SinusoidalPositionEmbedding,
+    apply_rope,
+    rope_cos_sin,
+)
 
 
 def _transposed(linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -94,7 +105,7 @@ class GPTDecoder:
         if self.rope:
             cos, sin = rope_cos_sin(torch.tensor([T_past], device=idx.device), hs)  # (1, hs/2) each
         new_caches = []
-        for layer, cache in zip(self.layers, state["caches"]):
+        for layer, cache in zip(self.layers, state["caches"], strict=True):
             qkv = _affine(self.layer_norm(x, layer["ln_1"]), *layer["c_attn"])  # (B, 3C)
             q, k, v = qkv.view(B, 3, nh, 1, hs).unbind(1)  # (B, nh, 1, hs) each
             if self.rope:

@@ -1,8 +1,13 @@
 """The layers of a GPT, written from tensor operations.
 
-Read top to bottom: position information (three schemes), layer norm, causal self-attention
-(causal or bidirectional; a readable path and a fast path), the MLP, and the pre-norm residual block that stacks them.
-Every layer has a NumPy float64 twin in `minilm/reference/` that the tests compare against.
+Read top to bottom: position information (three schemes), layer norm, self-attention (causal or
+bidirectional), the MLP, and the pre-norm residual block that stacks them.
+
+Every layer has a readable path, written out operation by operation, and a fused path that calls
+PyTorch's single-kernel equivalent (`fused=True`, tested equal). Every function and module of the
+readable path has a NumPy float64 twin in `minilm/reference/`, named after it with `_forward` and
+`_backward` (LayerNorm -> layer_norm_forward, attention -> attention_forward, apply_rope ->
+apply_rope_forward, SelfAttention -> self_attention_forward, ...), that the tests compare against.
 
 Shape letters used in comments:
     B  batch size          T  sequence length (time)      C  embedding width (n_embd)
@@ -58,11 +63,6 @@ def sinusoidal_rows(pos: torch.Tensor, n_embd: int) -> torch.Tensor:
     return rows
 
 
-def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
-    """The whole table for positions 0 .. n_positions - 1: (P, C) float64."""
-    return sinusoidal_rows(torch.arange(n_positions), n_embd)
-
-
 class SinusoidalPositionEmbedding(nn.Module):
     """Fixed sin/cos position vectors added to the token embeddings (no parameters). The rows are
     computed when asked for, on the device of `pos`, rather than kept in a float64 buffer that
@@ -115,10 +115,8 @@ class LayerNorm(nn.Module):
         mu = mean_c x_c,   var = mean_c (x_c - mu)^2   (the biased variance, as in the paper)
         y  = (x - mu) / sqrt(var + eps) * weight + bias
 
-    `fused=True` (the fast path) computes the same thing with one kernel, `F.layer_norm`, instead
-    of the eight written out below; the tests check the two agree. On a CPU the eight small
-    kernels of one position cost several times the fused one, which matters most when generating
-    one token at a time.
+    fused=False writes the formula out, line for line with its twin `layer_norm_forward`;
+    fused=True computes the same thing with one kernel, `F.layer_norm` (tested equal).
     """
 
     def __init__(self, n_embd: int, bias: bool = True, eps: float = 1e-5, fused: bool = False):
@@ -131,12 +129,12 @@ class LayerNorm(nn.Module):
         if self.fused:
             return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # (B, T, C)
         mu = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
-        xc = x - mu  # (B, T, C), centred
-        var = xc.square().mean(dim=-1, keepdim=True)  # (B, T, 1)
-        x_hat = xc * torch.rsqrt(var + self.eps)  # (B, T, C), rsqrt(v) = 1 / sqrt(v)
-        if self.bias is None:
-            return x_hat * self.weight  # (B, T, C)
-        return torch.addcmul(self.bias, x_hat, self.weight)  # (B, T, C): bias + x_hat * weight in one kernel
+        var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)  # (B, T, 1)
+        x_hat = (x - mu) / torch.sqrt(var + self.eps)  # (B, T, C)
+        y = x_hat * self.weight  # (B, T, C)
+        if self.bias is not None:
+            y = y + self.bias  # (B, T, C)
+        return y
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +160,30 @@ def allowed_keys(T: int, attention_mask: torch.Tensor | None, device, causal: bo
     return allowed & (real_key | itself)  # (B, 1, T, T)
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """A = softmax(q k^T / sqrt(hs)) over the allowed keys: (B, nh, T_q, T_k), rows sum to 1.
+
+    q (B, nh, T_q, hs), k (B, nh, T_k, hs); allowed (T_q, T_k) or (B, 1, T_q, T_k) booleans.
+    A key a query may not see gets the score -inf, so its weight is exactly 0.
+    """
+    att = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T_q, T_k)
+    att = att.masked_fill(~allowed, float("-inf"))  # (B, nh, T_q, T_k)
+    return F.softmax(att, dim=-1)  # (B, nh, T_q, T_k), rows sum to 1
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+              dropout: nn.Module | None = None) -> torch.Tensor:
+    """The readable path: y = A v with A = `attention_weights(q, k, allowed)`.
+
+    v (B, nh, T_k, hs) -> y (B, nh, T_q, hs): each query's output is the weighted mean of the
+    values it may see. `dropout` (training only) drops weights, as nanoGPT does.
+    """
+    att = attention_weights(q, k, allowed)  # (B, nh, T_q, T_k)
+    if dropout is not None:
+        att = dropout(att)
+    return att @ v  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+
+
 class SelfAttention(nn.Module):
     """softmax(Q K^T / sqrt(hs) + mask) V, in nh heads, then an output projection.
 
@@ -173,15 +195,16 @@ class SelfAttention(nn.Module):
     position t see only s <= t; causal=False lets every position see the whole text (padding
     masks still hide padded keys). The weights are the same either way.
 
-    Two paths compute the same thing: `readable` spells out every step; `fast` calls
-    `F.scaled_dot_product_attention` (a fused kernel). `step` adds a KV cache for generation.
+    Two kernel paths compute the same thing: fused=False calls `attention` above, every step
+    written out; fused=True calls `F.scaled_dot_product_attention`, one fused kernel. `step`
+    adds a KV cache for generation.
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 rope: bool = False, impl: str = "fast"):
+                 rope: bool = False, fused: bool = False):
         super().__init__()
         self.n_head, self.head_size = n_head, n_embd // n_head
-        self.rope, self.impl, self.dropout = rope, impl, dropout
+        self.rope, self.fused, self.dropout = rope, fused, dropout
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # W_attn: (3C, C)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)  # W_proj: (C, C)
         self.attn_dropout = nn.Dropout(dropout)
@@ -199,15 +222,8 @@ class SelfAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
-    def readable_attention(self, q, k, v, allowed):
-        """The textbook computation; `allowed` is (T, T) or (B, 1, T, T) booleans."""
-        att = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, T)
-        att = att.masked_fill(~allowed, float("-inf"))  # (B, nh, T, T)
-        att = F.softmax(att, dim=-1)  # (B, nh, T, T), rows sum to 1
-        att = self.attn_dropout(att)
-        return att @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
-
-    def fast_attention(self, q, k, v, allowed, attention_mask, causal: bool):
+    def fused_attention(self, q, k, v, allowed, attention_mask, causal: bool):
+        """`attention` in one kernel (the fused path)."""
         p = self.dropout if self.training else 0.0
         if attention_mask is None:  # no mask to build: the kernel knows the causal rule itself
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
@@ -217,11 +233,11 @@ class SelfAttention(nn.Module):
                 causal: bool = True) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv_heads(x, pos)  # (B, nh, T, hs) each
-        allowed = allowed_keys(T, attention_mask, x.device, causal)
-        if self.impl == "readable":
-            y = self.readable_attention(q, k, v, allowed)  # (B, nh, T, hs)
+        allowed = allowed_keys(T, attention_mask, x.device, causal)  # (T, T) or (B, 1, T, T)
+        if self.fused:
+            y = self.fused_attention(q, k, v, allowed, attention_mask, causal)  # (B, nh, T, hs)
         else:
-            y = self.fast_attention(q, k, v, allowed, attention_mask, causal)
+            y = attention(q, k, v, allowed, self.attn_dropout)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
@@ -237,15 +253,15 @@ class SelfAttention(nn.Module):
             k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + T_new, hs)
             v = torch.cat([cache["v"], v], dim=2)  # (B, nh, T_past + T_new, hs)
         T_all = k.shape[2]
-        if self.impl == "fast" and T_new == 1:  # the common case in generation: the one new
-            y = F.scaled_dot_product_attention(q, k, v)  # query sees every key; (B, nh, 1, hs)
+        if self.fused and T_new == 1:  # the common case in generation: the one new query sees every key
+            y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs)
         else:
-            # query i sits at position T_all - T_new + i and sees keys 0 .. T_all - T_new + i
+            # query i sits at position T_past + i and sees keys 0 .. T_past + i
             allowed = torch.ones(T_new, T_all, dtype=torch.bool, device=x.device).tril(T_all - T_new)
-            if self.impl == "readable":
-                y = self.readable_attention(q, k, v, allowed)  # (B, nh, T_new, hs)
-            else:
+            if self.fused:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, nh, T_new, hs)
+            else:
+                y = attention(q, k, v, allowed)  # (B, nh, T_new, hs)
         y = y.transpose(1, 2).contiguous().view(B, T_new, C)  # (B, T_new, C)
         return self.c_proj(y), {"k": k, "v": v}
 
@@ -272,7 +288,7 @@ def relu(x: torch.Tensor) -> torch.Tensor:
 
 ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu": gelu_exact, "relu": relu}
 
-# The same functions as single fused kernels, for the fast path (tested equal to the above).
+# The same functions as single fused kernels, for the fused path (tested equal to the above).
 FUSED_ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "gelu": F.gelu,
@@ -307,15 +323,16 @@ class Block(nn.Module):
         x = x + MLP(LayerNorm_2(x))
 
     The residual stream x carries information straight through; each sublayer adds to it.
+    fused=True runs layer norm, attention and the activation as single PyTorch kernels;
+    fused=False runs every one written out (the readable path, line for line with the twins).
     """
 
     def __init__(self, n_embd: int, n_head: int, mlp_hidden: int, activation: str = "gelu_tanh",
-                 dropout: float = 0.0, bias: bool = True, rope: bool = False, attn_impl: str = "fast",
+                 dropout: float = 0.0, bias: bool = True, rope: bool = False, fused: bool = False,
                  eps: float = 1e-5):
         super().__init__()
-        fused = attn_impl == "fast"
         self.ln_1 = LayerNorm(n_embd, bias=bias, eps=eps, fused=fused)
-        self.attn = SelfAttention(n_embd, n_head, dropout, bias, rope, attn_impl)
+        self.attn = SelfAttention(n_embd, n_head, dropout, bias, rope, fused)
         self.ln_2 = LayerNorm(n_embd, bias=bias, eps=eps, fused=fused)
         self.mlp = MLP(n_embd, mlp_hidden, activation, dropout, bias, fused=fused)
 

@@ -6,11 +6,14 @@ Read top to bottom:
    (the same order as Hugging Face `transformers`):
        logits (B, V) --temperature--> --top-k--> --top-p--> softmax --> sample one id per row
    `greedy=True` (or temperature 0) skips all of it and takes the argmax.
-2. `generate`: the fast loop. It calls `model.step(idx, state)`, the incremental-decoding
-   contract of every minilm model (docs/CONTRACTS.md): a GPT carries a KV cache, an LSTM its
-   (h, c). Each new token costs one small forward pass over that single token. A model may
-   offer `model.decoder()`, an object with the same `step` laid out for speed; a GPT returns
-   `minilm.gpt_decoder.GPTDecoder` (tested equal to `GPT.step`), and generate uses it.
+2. `generate`: the loop with the model's incremental state. It calls `step(idx, state)`, the
+   incremental-decoding contract of every minilm model (docs/CONTRACTS.md): a GPT carries a KV
+   cache, an LSTM its (h, c). Each new token costs one small forward pass over that single token.
+   Which `step` runs is the explicit argument `decoder` (see `generation_path`):
+       decoder="step"  `model.step` itself: for a GPT, `GPT.step`, the path to read;
+       decoder="fast"  `model.decoder().step` where the model offers one: for a GPT,
+                       `minilm.gpt_decoder.GPTDecoder`, the same computation laid out for speed
+                       (tested equal to `GPT.step`; docs/README_sample.md has its measurement).
 3. `generate_without_cache`: the slow reference. Each step runs the full forward over the whole
    (cropped) context, as nanoGPT does. Tests check the two give the same logits and tokens;
    `bench/sample.py` times both.
@@ -23,8 +26,7 @@ Shape letters: B batch (number of samples), T time (tokens), V vocabulary size.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -101,18 +103,10 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row from the categorical distribution in each row: probs (B, V) -> (B, 1).
 
-    The "exponential race": give every token an independent waiting time E_i ~ Exp(1). Then
-    E_i / p_i is exponential with rate p_i, and the first of these clocks to ring is token i with
-    probability p_i / sum_j p_j. So argmax_i p_i / E_i is one exact draw (the Gumbel-max trick in
-    another form). It is also how `torch.multinomial` draws one sample (with torch 2.13 the two
-    give the same tokens from the same generator: 200 of 200 seeds, bench/micro.py); written out, it skips
-    multinomial's checks of its input, which for one row on a CPU took more than half its time.
-    A token with probability 0 never wins (E_i is kept > 0). Like those checks, rows must be
-    finite: a nan row gives a meaningless token (`generate` refuses non-finite logits).
+    `torch.multinomial` with one sample; `generator` (a seeded torch.Generator on the probs'
+    device) makes the draw repeatable. A token with probability 0 is never drawn.
     """
-    waits = torch.empty_like(probs).exponential_(generator=generator)  # (B, V), E_i ~ Exp(1)
-    waits.clamp_min_(torch.finfo(waits.dtype).tiny)
-    return torch.argmax(probs / waits, dim=-1, keepdim=True)  # (B, 1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -150,38 +144,16 @@ def _as_batch(prompt_ids, device: torch.device) -> torch.Tensor:
     return idx
 
 
-def require_finite(logits: torch.Tensor) -> None:
-    """Refuse logits with nan or inf (a diverged model): nothing meaningful can be drawn from them.
-    Checked on the prompt's logits; later steps use `FiniteWatch`."""
-    if not bool(torch.isfinite(logits).all()):
+def require_finite(logits: torch.Tensor, new_tokens: int = 0) -> None:
+    """Refuse logits with nan or inf: nothing meaningful can be drawn from them. new_tokens: how
+    many tokens were generated before these logits (0: the prompt's)."""
+    if bool(torch.isfinite(logits).all()):
+        return
+    if new_tokens == 0:
         raise ValueError("the model's logits for the prompt are not finite (nan or inf): its weights "
                          "have probably diverged, so no token can be drawn from them")
-
-
-class FiniteWatch:
-    """Notes, without waiting for the device, whether every step's logits were finite.
-
-    Logits can turn nan or inf after a finite prompt (an overflow deep into a long generation).
-    Asking `bool(...)` at every token would make a GPU wait at every token, so each step only adds
-    the sum of its logits into a float32 total on the device (float32: Apple's MPS has no float64):
-    a nan or inf anywhere makes the total non-finite for good, and finite logits do not (it would
-    take sums near 3e38, far beyond any trained model's logits). One sum and one add, 3-7 us a
-    token on a CPU (bench/micro.py part 2). `check()` reads the total (one wait): once at the end, or before
-    each token is handed out when the caller streams tokens and so waits for each one anyway.
-    """
-
-    def __init__(self, device: torch.device):
-        self.total = torch.zeros((), dtype=torch.float32, device=device)
-        self.steps = 0
-
-    def see(self, logits: torch.Tensor) -> None:
-        self.total.add_(logits.sum())
-        self.steps += 1
-
-    def check(self) -> None:
-        if not math.isfinite(float(self.total)):
-            raise ValueError(f"the model's logits turned non-finite (nan or inf) during generation (after a "
-                             f"finite prompt; {self.steps} steps checked): tokens drawn from them would be meaningless")
+    raise ValueError(f"the model's logits turned non-finite (nan or inf) during generation (after a finite "
+                     f"prompt and {new_tokens} new tokens): tokens drawn from them would be meaningless")
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -193,50 +165,73 @@ def context_limit(model: torch.nn.Module) -> int | None:
     return getattr(model.config, "block_size", None)
 
 
+DECODERS = ("fast", "step")
+
+
+def stepper(model: torch.nn.Module, decoder: str = "fast"):
+    """The object whose `step` generation calls: the model itself (decoder="step"), or the fast
+    decoder the model offers (decoder="fast": `model.decoder()`, a GPT's `GPTDecoder`; a model
+    without one, the LSTM, uses its own `step`)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if decoder == "fast" and hasattr(model, "decoder"):
+        return model.decoder()
+    return model
+
+
+def generation_path(model: torch.nn.Module, decoder: str = "fast") -> str:
+    """The name of the `step` that `generate(model, ..., decoder=decoder)` calls, e.g. "GPT.step"
+    or "GPTDecoder.step"."""
+    return f"{type(stepper(model, decoder)).__name__}.step"
+
+
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
              generator: torch.Generator | None = None,
-             on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Continue `prompt_ids` by `max_new_tokens` sampled tokens, using `model.step`.
+             on_token: Callable[[torch.Tensor], None] | None = None, decoder: str = "fast") -> torch.Tensor:
+    """Continue `prompt_ids` by `max_new_tokens` sampled tokens, using the model's `step`.
 
     prompt_ids: list of ids, (T,) or (B, T) tensor. Returns (B, T + max_new_tokens): the whole
     prompt followed by the new tokens. `on_token(tokens)` is called with each new column (B,)
     as soon as it is chosen (see `TextStreamer` for printing text as it comes).
 
+    decoder names the path (`generation_path(model, decoder)` says which `step` it is):
+        "step"  `model.step`: for a GPT, `GPT.step` in minilm/gpt.py, the path to read;
+        "fast"  (default) `model.decoder().step`: for a GPT, `GPTDecoder.step` in
+                minilm/gpt_decoder.py, the same logits computed faster, one token at a time
+                (it hands the prompt and the re-fill to `GPT.step`). A model without a
+                decoder (the LSTM) uses its own step either way.
+
     The loop (docs/CONTRACTS.md): feed the prompt once, then one token at a time:
-        logits, state = model.step(prompt)            # (B, T, V)
-        repeat: tok = sample_next(logits[:, -1])      # (B, 1)
-                logits, state = model.step(tok, state)
+        logits, state = step(prompt)                 # (B, T, V)
+        repeat: tok = sample_next(logits[:, -1])     # (B, 1)
+                logits, state = step(tok, state)
     A prompt longer than the model's context (GPT block_size) is cropped to its last block_size
     tokens before it is fed (sample.py warns). Beyond block_size the GPT's own policy applies
     (GPT.step: drop the cache and re-fill it from the last block_size // 2 tokens).
+    Every step's logits are checked finite before a token is drawn from them.
     """
     check_sampling_args(temperature, top_k, top_p)
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     idx = _as_batch(prompt_ids, _model_device(model))  # (B, T)
+    step = stepper(model, decoder).step
     limit = context_limit(model)
     was_training = model.training
     model.eval()  # no dropout while sampling
     try:
         context = idx if limit is None else idx[:, -limit:]  # (B, <= block_size)
-        # a GPT hands out a fast decoder with the same `step` (minilm/gpt_decoder.py)
-        stepper = model.decoder() if hasattr(model, "decoder") else model
-        logits, state = stepper.step(context, None)  # (B, T, V)
-        require_finite(logits[:, -1, :])
-        watch = FiniteWatch(logits.device)
+        logits, state = step(context, None)  # (B, T, V)
         new_tokens = []
         for i in range(max_new_tokens):
+            require_finite(logits[:, -1, :], i)
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)
             new_tokens.append(tok)
             if on_token is not None:
-                watch.check()  # never hand out a token drawn from non-finite logits
                 on_token(tok[:, 0])
             if i + 1 < max_new_tokens:  # the logits after the last token would go unused
-                logits, state = stepper.step(tok, state)  # (B, 1, V)
-                watch.see(logits[:, -1, :])
-        watch.check()
+                logits, state = step(tok, state)  # (B, 1, V)
     finally:
         model.train(was_training)
     return torch.cat([idx] + new_tokens, dim=1)  # (B, T + max_new_tokens)
@@ -290,19 +285,14 @@ def generate_without_cache(model: torch.nn.Module, prompt_ids, max_new_tokens: i
     model.eval()
     try:
         n = idx.shape[1] if limit is None else min(idx.shape[1], limit)  # tokens the model reads
-        watch = FiniteWatch(idx.device)
         for i in range(max_new_tokens):
             logits, _ = model(idx[:, -n:])  # (B, n, V)
-            if i == 0:
-                require_finite(logits[:, -1, :])
-            else:
-                watch.see(logits[:, -1, :])
+            require_finite(logits[:, -1, :], i)
             if on_logits is not None:
                 on_logits(logits[:, -1, :])
             tok = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)  # (B, 1)
             idx = torch.cat([idx, tok], dim=1)  # (B, T + i + 1)
             n = idx.shape[1] if limit is None else next_context_length(n, limit, policy)
-        watch.check()
     finally:
         model.train(was_training)
     return idx

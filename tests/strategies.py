@@ -91,7 +91,7 @@ def gpt_configs(draw, max_layer: int = 2, max_block: int = 8, **fixed) -> GPTCon
         bias=draw(st.booleans()),
         pos_emb=pos_emb,
         activation=draw(st.sampled_from(ACTIVATIONS)),
-        attn_impl=draw(st.sampled_from(("fast", "readable"))),
+        kernels=draw(st.sampled_from(("fused", "readable"))),
         tie_weights=draw(st.booleans()),
     )
     fields.update(fixed)

@@ -56,11 +56,11 @@ def batch(B=3, T=64, V=256, seed=1):
 
 
 @pytest.mark.parametrize("pos_emb", ["learned", "rope"])
-@pytest.mark.parametrize("attn_impl", ["fast", "readable"])
-def test_gpt_forward_and_gradients_on_cuda_equal_the_cpu(pos_emb, attn_impl):
+@pytest.mark.parametrize("kernels", ["fused", "readable"])
+def test_gpt_forward_and_gradients_on_cuda_equal_the_cpu(pos_emb, kernels):
     """Same weights, same batch: logits, loss and every gradient agree between CPU and CUDA."""
-    cpu = small_gpt(pos_emb=pos_emb, attn_impl=attn_impl).train()
-    gpu = small_gpt(pos_emb=pos_emb, attn_impl=attn_impl).train().cuda()
+    cpu = small_gpt(pos_emb=pos_emb, kernels=kernels).train()
+    gpu = small_gpt(pos_emb=pos_emb, kernels=kernels).train().cuda()
     x, y = batch()
     cpu_logits, cpu_loss = cpu(x, y)
     gpu_logits, gpu_loss = gpu(x.cuda(), y.cuda())
@@ -68,7 +68,7 @@ def test_gpt_forward_and_gradients_on_cuda_equal_the_cpu(pos_emb, attn_impl):
     gpu_loss.backward()
     assert max_error(gpu_logits, cpu_logits) < FLOAT32_ON_CUDA
     assert max_error(gpu_loss, cpu_loss) < FLOAT32_ON_CUDA
-    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
         assert max_error(p_gpu.grad, p_cpu.grad) < FLOAT32_ON_CUDA, name
 
 
@@ -154,7 +154,7 @@ def test_compiled_training_on_cuda_follows_eager(tmp_path):
     """torch.compile (Inductor, GPU) trains to the same losses as eager within bf16 noise."""
     eager = train(tiny_cuda_config(tmp_path, steps=20, eval_interval=10, out_dir=""))
     compiled = train(tiny_cuda_config(tmp_path, steps=20, eval_interval=10, out_dir="", compile=True))
-    for a, b in zip(eager.history, compiled.history):
+    for a, b in zip(eager.history, compiled.history, strict=True):
         assert abs(a["val_loss"] - b["val_loss"]) < BF16_LOSS * a["val_loss"], (a, b)
 
 

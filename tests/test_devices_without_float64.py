@@ -49,10 +49,10 @@ def train_step_and_generate(model):
 
 
 @pytest.mark.parametrize("pos_emb", POSITION_SCHEMES)
-@pytest.mark.parametrize("attn_impl", ["fast", "readable"])
-def test_a_float32_gpt_makes_no_float64_tensor(pos_emb, attn_impl, no_float64_device):
+@pytest.mark.parametrize("kernels", ["fused", "readable"])
+def test_a_float32_gpt_makes_no_float64_tensor(pos_emb, kernels, no_float64_device):
     model = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=16, pos_emb=pos_emb,
-                          attn_impl=attn_impl))
+                          kernels=kernels))
     with RecordDtypes() as record:
         train_step_and_generate(model)
     assert not record.float64_ops, sorted(record.float64_ops)

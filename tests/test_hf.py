@@ -23,6 +23,7 @@ from minilm import hf
 from minilm.bpe import BPETokenizer
 from minilm.cli import UserError
 from minilm.data import ByteTokenizer
+from minilm.gpt import GPT
 from minilm.reference.generate import greedy_generate
 from minilm.reference.kv_cache import gpt_step
 from minilm.sampling import generate
@@ -88,6 +89,15 @@ def _ids(tokenizer, text: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Import: the same numbers as transformers
 # ----------------------------------------------------------------------------------------------
+
+
+def test_gpt_from_hf_is_the_imported_model(gpt2_folder, imported):
+    folder, _ = gpt2_folder
+    ours, _ = imported
+    model = GPT.from_hf(folder)
+    assert isinstance(model, GPT) and model.config == ours.config
+    for (name, p), (_, q) in zip(model.state_dict().items(), ours.state_dict().items(), strict=True):
+        assert torch.equal(p.double(), q), name
 
 
 def test_imported_logits_equal_transformers_in_float64(gpt2_folder, imported):

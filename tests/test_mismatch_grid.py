@@ -84,7 +84,7 @@ def test_help_lists_every_experiment_in_order(capsys):
 def test_select_pulls_in_prerequisites_and_refuses_unknown_names():
     assert [e.name for e in registry.select("transfer")] == ["matrix", "transfer"]
     assert [e.name for e in registry.select("tokenizers,mixing")] == ["matrix", "mixing", "tokenizers"]
-    assert registry.select(None) == registry.EXPERIMENTS
+    assert registry.select(None) == [e for e in registry.EXPERIMENTS if not e.only_with]
     with pytest.raises(UserError, match="'nope'"):
         registry.select("matrix,nope")
 
@@ -93,8 +93,9 @@ def test_report_sections_are_numbered_from_the_registry(serial_run):
     out_dir, report = serial_run
     text = (out_dir / "report.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ") and line[3].isdigit()]
-    assert [h.split(".")[0] for h in headings] == [f"## {n}" for n in range(1, len(registry.EXPERIMENTS) + 1)]
-    assert report["experiments"] == [e.name for e in registry.EXPERIMENTS]
+    default = registry.select(None)  # without --init-from: every experiment but those that need a flag
+    assert [h.split(".")[0] for h in headings] == [f"## {n}" for n in range(1, len(default) + 1)]
+    assert report["experiments"] == [e.name for e in default]
     # the job count: one part per job, as each experiment declares them
     parts = sorted(p.stem for p in (out_dir / "parts").glob("*.json"))
     assert len(parts) == report["timing"]["jobs"] == 2 * 2 + 2 + 2 + (4 + 1) + 2 + 2 + 3 * 2 + 3
@@ -353,4 +354,16 @@ def test_cpu_preset_lies_between_cpu_quick_and_gpu_and_fits_every_bundled_corpus
     assert cpu.block_size > 16 and cpu.seeds == 3
     for name, spec in mismatch.choose_domains(None, {}).items():
         mismatch.check_corpus_size(name, spec, cpu.block_size)
-    assert all("cpu" in e.minutes for e in registry.EXPERIMENTS)
+    assert all("cpu" in e.minutes for e in registry.EXPERIMENTS if e.minutes is not None)
+
+
+def test_overwrite_clears_old_parts_but_not_a_users_file(tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    (out_dir / "parts").mkdir(parents=True)
+    (out_dir / "parts" / "matrix.stale.json").write_text("{}\n")
+    (out_dir / "parts" / "notes.txt").write_text("mine\n")
+    assert mismatch.main(MICRO + ["--experiments", "matrix", "--steps", "2", "--seeds", "1", "--overwrite",
+                                  "--out", str(out_dir)]) == 0
+    assert (out_dir / "parts" / "notes.txt").read_text() == "mine\n"
+    assert not (out_dir / "parts" / "matrix.stale.json").exists()
+    assert (out_dir / "parts" / "matrix.bible.seed0.json").is_file()

@@ -5,7 +5,7 @@ For every layer, on the same random weights:
   - PyTorch float32 forward == NumPy forward            (TOL forward_float32)
   - autograd == NumPy backward, for the input and every parameter   (TOL grad_float64)
   - NumPy backward == central finite differences on tiny shapes     (TOL finite_difference)
-plus the readable/fast attention paths against each other and our LayerNorm and GELUs against the
+plus the readable/fused attention paths against each other and our LayerNorm and GELUs against the
 torch.nn.functional built-ins. The loss used for gradients is sum(y * R) for a fixed random R,
 so dL/dy = R is a generic upstream gradient.
 """
@@ -111,9 +111,11 @@ def test_learned_positions_match_torch(T, extra, C, seed):
 
 
 @pytest.mark.parametrize("C", [1, 2, 5, 8, 33])
-def test_sinusoidal_table_matches_torch(C):
-    """Including odd widths, where the last sine channel has no cosine partner."""
-    assert_close(layers.sinusoidal_table(40, C), ref.sinusoidal_table(40, C), "forward_float64", "table")
+def test_sinusoidal_rows_match_torch(C):
+    """Including odd widths, where the last sine channel has no cosine partner, and positions in
+    any order."""
+    pos = np.array([0, 1, 39, 7, 7, 1000])
+    assert_close(layers.sinusoidal_rows(torch.tensor(pos), C), ref.sinusoidal_rows(pos, C), "forward_float64", "rows")
 
 
 @examples(15)
@@ -125,13 +127,13 @@ def test_rope_matches_torch(case, seed):
     cos, sin = ref.rope_cos_sin(pos, case.hs)
     assert_close(cos_t, cos, "forward_float64", "cos")
     assert_close(sin_t, sin, "forward_float64", "sin")
-    y_ref, cache = ref.rope_forward(x, cos, sin)
+    y_ref, cache = ref.apply_rope_forward(x, cos, sin)
     xt = torch.tensor(x, requires_grad=True)
     y = layers.apply_rope(xt, cos_t, sin_t)
     assert_close(y, y_ref, "forward_float64", "rope")
     dy = randn(seed + 1, *x.shape)
     y.backward(torch.tensor(dy))
-    dx, _ = ref.rope_backward(dy, cache)
+    dx, _ = ref.apply_rope_backward(dy, cache)
     assert_close(xt.grad, dx, "grad_float64", "d rope input")
     y32 = layers.apply_rope(torch.tensor(x, dtype=torch.float32), cos_t, sin_t)
     assert_close(y32, y_ref, "forward_float32", "rope float32")
@@ -149,7 +151,7 @@ def test_layernorm_matches_twin_and_functional(B, T, C, bias, eps, fused, seed):
     forward and backward; the written-out path also against F.layer_norm itself."""
     x = 3.0 * randn(seed, B, T, C) + 1.0
     check_twin(layers.LayerNorm(C, bias=bias, eps=eps, fused=fused), x, lambda m, xt: m(xt),
-               lambda x, p: ref.layernorm_forward(x, p, eps), ref.layernorm_backward, seed,
+               lambda x, p: ref.layer_norm_forward(x, p, eps), ref.layer_norm_backward, seed,
                f"LayerNorm (fused={fused})")
     ln = layers.LayerNorm(C, bias=bias, eps=eps).double()
     random_params(ln, seed)
@@ -167,7 +169,7 @@ def test_gelus_match_functional(dtype, kind):
     assert_close(layers.gelu_tanh(x), F.gelu(x, approximate="tanh"), kind, "gelu_tanh")
     assert_close(layers.gelu_exact(x), F.gelu(x), kind, "gelu exact")
     assert_close(layers.relu(x), F.relu(x), kind, "relu")
-    for name in ACTIVATIONS:  # the fused table of the fast path computes the same functions
+    for name in ACTIVATIONS:  # the fused table of the fused path computes the same functions
         assert_close(layers.FUSED_ACTIVATIONS[name](x), layers.ACTIVATIONS[name](x), kind, name)
 
 
@@ -200,27 +202,27 @@ def test_mlp_matches_torch(B, T, C, ratio, activation, fused, bias, seed):
 # ---------------------------------------------------------------------------------------------
 
 @examples(30)
-@given(case=attention_cases(), impl=st.sampled_from(["fast", "readable"]), causal=st.booleans(), seed=seeds)
-def test_attention_matches_torch(case, impl, causal, seed):
+@given(case=attention_cases(), fused=st.booleans(), causal=st.booleans(), seed=seeds)
+def test_attention_matches_torch(case, fused, causal, seed):
     """Causal (GPT) and bidirectional (BERT) attention, on both kernel paths, against the twin."""
     mask_t = as_mask(case.mask)
     check_twin(
-        layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl=impl),
+        layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, fused=fused),
         randn(seed, case.B, case.T, case.C),
         lambda m, xt: m(xt, torch.arange(case.T), mask_t, causal=causal),
-        lambda x, p: ref.attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask, causal=causal),
-        ref.attention_backward, seed, f"attention({impl}, causal={causal})")
+        lambda x, p: ref.self_attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask, causal=causal),
+        ref.self_attention_backward, seed, f"attention(fused={fused}, causal={causal})")
 
 
 @examples(30)
 @given(case=attention_cases(), causal=st.booleans(), seed=seeds)
-def test_readable_and_fast_attention_agree(case, causal, seed):
+def test_readable_and_fused_attention_agree(case, causal, seed):
     """The same weights through both paths, with and without a padding mask, causal or not,
     float64 and float32: outputs and all gradients agree."""
     mask_t = as_mask(case.mask)
     x = randn(seed, case.B, case.T, case.C)
-    readable = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl="readable")
-    fast = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, impl="fast")
+    readable = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, fused=False)
+    fast = layers.SelfAttention(case.C, case.nh, bias=case.bias, rope=case.rope, fused=True)
     for dtype, kind in [(torch.float64, "fast_path_float64"), (torch.float32, "fast_path_float32")]:
         readable, fast = readable.to(dtype), fast.to(dtype)
         fast.load_state_dict(readable.state_dict())
@@ -232,23 +234,23 @@ def test_readable_and_fast_attention_agree(case, causal, seed):
             y.pow(2).sum().backward()
             outputs.append(y)
             grads.append([xt.grad] + [p.grad for p in module.parameters()])
-        assert_close(outputs[1], outputs[0], kind, f"fast vs readable ({dtype})")
+        assert_close(outputs[1], outputs[0], kind, f"fused vs readable ({dtype})")
         for g_fast, g_readable in zip(grads[1], grads[0], strict=True):
-            assert_close(g_fast, g_readable, kind, f"fast vs readable gradient ({dtype})")
+            assert_close(g_fast, g_readable, kind, f"fused vs readable gradient ({dtype})")
 
 
 @examples(15)
 @given(case=attention_cases(), activation=st.sampled_from(ACTIVATIONS),
-       impl=st.sampled_from(["fast", "readable"]), causal=st.booleans(), seed=seeds)
-def test_block_matches_torch(case, activation, impl, causal, seed):
+       fused=st.booleans(), causal=st.booleans(), seed=seeds)
+def test_block_matches_torch(case, activation, fused, causal, seed):
     mask_t = as_mask(case.mask)
     check_twin(
-        layers.Block(case.C, case.nh, 2 * case.C, activation, bias=case.bias, rope=case.rope, attn_impl=impl),
+        layers.Block(case.C, case.nh, 2 * case.C, activation, bias=case.bias, rope=case.rope, fused=fused),
         randn(seed, case.B, case.T, case.C),
         lambda m, xt: m(xt, torch.arange(case.T), mask_t, causal=causal),
         lambda x, p: ref.block_forward(x, p, case.nh, case.rope, attention_mask=case.mask, activation=activation,
                                        causal=causal),
-        ref.block_backward, seed, f"Block({impl}, {activation}, causal={causal})")
+        ref.block_backward, seed, f"Block(fused={fused}, {activation}, causal={causal})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +286,8 @@ def test_attention_backward_finite_differences(case, causal, seed):
     p = {k: v.copy() for k, v in random_params(module, seed).items()}
     check_finite_differences(
         randn(seed, case.B, case.T, case.C), p,
-        lambda x, p: ref.attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask, causal=causal),
-        ref.attention_backward, seed, f"attention (causal={causal})")
+        lambda x, p: ref.self_attention_forward(x, p, case.nh, case.rope, attention_mask=case.mask, causal=causal),
+        ref.self_attention_backward, seed, f"attention (causal={causal})")
 
 
 @examples(8)
@@ -304,7 +306,7 @@ def test_block_backward_finite_differences(case, activation, seed):
 def test_layernorm_and_mlp_backward_finite_differences(B, T, C, bias, seed):
     ln = layers.LayerNorm(C, bias=bias)
     p = {k: v.copy() for k, v in random_params(ln, seed).items()}
-    check_finite_differences(randn(seed, B, T, C), p, ref.layernorm_forward, ref.layernorm_backward,
+    check_finite_differences(randn(seed, B, T, C), p, ref.layer_norm_forward, ref.layer_norm_backward,
                              seed, "LayerNorm")
     mlp = layers.MLP(C, 2 * C, "gelu", bias=bias)
     p = {k: v.copy() for k, v in random_params(mlp, seed).items()}

@@ -174,7 +174,7 @@ def test_lstm_trains_and_its_checkpoint_loads(tmp_path):
     (["--lr", "fast"], "--lr: expected a number, got 'fast'"),
     (["--batch-size", "-3"], "--batch-size: expected a positive integer"),
     (["--mix", "bible"], "--mix: expected KEY=VALUE"),
-    (["--n-layer", "0"], "n_layer must be a positive integer"),
+    (["--n-layer", "0"], "GPTConfig.n_layer: expected a positive integer, got 0"),
     (["--block-size", "2000000"], "expected at least block_size + 1 = 2000001"),
     (["--resume"], "--resume: no checkpoint to resume"),
     (["--eval-only"], "--eval-only: needs --ckpt"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train tiny byte-level models on each corpus and score them on every other. Writes "
                     "report.md, report.json and PNGs (with matplotlib) to --out, and each finished model's "
                     "result to --out/parts/ as it finishes.",
-        epilog="experiments, in report order (all run by default):\n" + help_text())
+        epilog="experiments, in report order (all run by default, but those that need a flag):\n" + help_text())
     parser.add_argument("--preset", default="cpu-quick", choices=list(PRESETS),
                         help="sizes and budgets (default: %(default)s)")
     parser.add_argument("--experiments", metavar="NAME,...",
@@ -48,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the pair for transfer/forgetting and LSTM vs GPT (default: shakespeare,bible)")
     parser.add_argument("--seeds", type=int, help="seeds for the matrix (default: the preset's)")
     parser.add_argument("--steps", type=int, help="training steps per model (default: the preset's)")
+    parser.add_argument("--init-from", metavar="hf:NAME_OR_DIR",
+                        help="a pre-trained Hugging Face GPT-2 (a local folder, or a hub name): adds it as a row of "
+                             "the matrix and fine-tunes it on the --transfer target (the pretrained experiment)")
     parser.add_argument("--ngram-order", type=int, help="N of the Kneser-Ney baseline, 1..8 (default: the preset's, 6)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's; 0 = PyTorch's choice)")
@@ -71,6 +73,10 @@ def config_from_args(args) -> MismatchConfig:
         overrides["threads"] = args.threads
     if args.ngram_order is not None:
         overrides["ngram_order"] = args.ngram_order
+    if args.init_from is not None:
+        if not args.init_from:
+            raise UserError("--init-from: empty; expected hf:NAME_OR_DIR (a Hugging Face GPT-2 folder or hub name)")
+        overrides["init_from"] = args.init_from
     return replace(PRESETS[args.preset], **overrides)
 
 
@@ -102,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs > 1 and world > 1 and not worker:
             raise UserError("--jobs: cannot be used under torchrun, which starts the processes itself")
         config = config_from_args(args)
-        experiments = select(args.experiments)
+        experiments = select(args.experiments, given=("--init-from",) if config.init_from else ())
+        if config.init_from:
+            from .experiments.pretrained import check_start_model
+
+            check_start_model(config.init_from)
         out_dir = check_out_dir(args.out or f"runs/mismatch-{config.preset}", args.overwrite or trusted,
                                 args.resume or trusted)
         from .domains import choose_domains, choose_transfer_pair, load_domains, parse_corpus_flags
@@ -122,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m minilm.mismatch " + " ".join(sys.argv[1:] if argv is None else argv)
         from .run import run_grid
 
-        report = run_grid(config, domains, pair, experiments, parts, command.strip(), rank, world,
-                          say=lambda line: print(line, file=sys.stderr))
+        try:
+            report = run_grid(config, domains, pair, experiments, parts, command.strip(), rank, world,
+                              say=lambda line: print(line, file=sys.stderr))
+        finally:
+            leave_torchrun()
         if report is None:
             return 0
         from .report import write_report
@@ -148,8 +161,8 @@ def open_parts(out_dir: Path, config, domains, pair, resume: bool, clear: bool):
 
     parts = Parts(out_dir / "parts", fingerprint(config, domains, pair))
     if clear:
-        if not resume and parts.folder.exists():
-            shutil.rmtree(parts.folder)
+        if not resume:
+            parts.clear()
         parts.clear_failures()  # a failure of an earlier run is not this run's
         if parts.folder.exists():
             for path in parts.folder.glob("*.json"):
@@ -167,6 +180,13 @@ def join_torchrun(config) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+
+
+def leave_torchrun() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launch_workers(count: int, argv: list[str], out_dir: Path, parts) -> int:

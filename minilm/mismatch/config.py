@@ -42,6 +42,7 @@ class MismatchConfig:
     ngram_order: int = 6  # the Kneser-Ney counting baseline: N of the n-gram
     ngram_train_bytes: int = 0  # the n-gram counts the first this-many bytes of each training split; 0 = all
     device: str = "auto"
+    init_from: str = ""  # hf:NAME_OR_DIR: a pre-trained GPT-2 for the `pretrained` experiment; "" = none
     threads: int = 1  # torch CPU threads; 1 keeps tiny models fast on a busy laptop, 0 = PyTorch's choice
 
     def __post_init__(self):
@@ -51,8 +52,12 @@ class MismatchConfig:
         rules = {name: ("int", 1) for name in positive}
         rules.update(warmup_steps=("int", 0), threads=("int", 0), bpe_vocab_size=("int", 257),
                      ngram_order=("choice", tuple(range(1, 9))), ngram_train_bytes=("int", 0),
-                     lr=("open_number", 0.0, None), min_lr=("number", 0.0, None), device=("str",), preset=("str",))
+                     lr=("open_number", 0.0, None), min_lr=("number", 0.0, None), device=("str",), preset=("str",),
+                     init_from=("str",))
         validate_config(self, rules, name_of=flag)
+        if self.init_from and (not self.init_from.startswith("hf:") or self.init_from == "hf:"):
+            raise UserError(f"--init-from: expected hf:NAME_OR_DIR (a Hugging Face GPT-2 folder or hub name), got "
+                            f"{self.init_from!r}; the grid starts only pre-trained Hugging Face models")
         if any(not 0.0 <= r < 1.0 for r in self.replay_fractions) or 0.0 not in self.replay_fractions:
             raise UserError(f"replay fractions {self.replay_fractions} must lie in [0, 1) and include 0")
 

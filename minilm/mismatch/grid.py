@@ -10,9 +10,7 @@ Training goes through `minilm.training.train` and evaluation through `minilm.met
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,27 +39,6 @@ class Job:
     trains: bool = True  # False for jobs that train no model (a tokenizer, scoring a saved model)
 
 
-# Environment variables through which torchrun tells a process where it sits.
-DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-
-
-@contextlib.contextmanager
-def one_process_training():
-    """Make `minilm.training.train` see a 1-process run while the grid itself is spread over ranks:
-    each model of the grid is trained by one process, so train() must not join a process group
-    (it joins one whenever WORLD_SIZE > 1)."""
-    saved = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 class Grid:
     """The config, the domains, the transfer pair, and the models other jobs start from."""
 
@@ -88,14 +65,14 @@ class Grid:
             model=model, model_args=dict(model_args if model_args is not None else c.gpt_args()),
             block_size=c.block_size, batch_size=c.batch_size, steps=c.steps, lr=c.lr, min_lr=c.min_lr,
             warmup_steps=min(c.warmup_steps, c.steps - 1), eval_interval=eval_interval or c.steps,
-            eval_windows=eval_windows, seed=seed, device=c.device, threads=c.threads, progress=False, verbose=False)
+            eval_windows=eval_windows, seed=seed, device=c.device, threads=c.threads, progress=False, verbose=False,
+            distributed=False)  # each model is trained by one process, even when the grid is spread over ranks
 
     def train(self, config: TrainConfig, model: torch.nn.Module | None = None):
         """Train one model (or continue `model`, left untouched: a copy is trained)."""
         if model is not None:
             model = copy.deepcopy(model)
-        with one_process_training():
-            result = train(config, model=model, tokenizer=self.tokenizer if model is not None else None)
+        result = train(config, model=model, tokenizer=self.tokenizer if model is not None else None)
         self.step_seconds.extend(result.step_seconds)
         return result
 

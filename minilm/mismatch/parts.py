@@ -109,6 +109,14 @@ class Parts:
         payload = {"rank": rank, "label": label, "error": error}
         write_atomic(self.folder / f"rank{rank}{FAILED_SUFFIX}", (json.dumps(payload) + "\n").encode())
 
+    def clear(self) -> None:
+        """Remove the parts of an earlier run (only the files this module writes)."""
+        if not self.folder.is_dir():
+            return
+        for pattern in ("*.json", "*.pt", ".*.tmp"):
+            for path in self.folder.glob(pattern):
+                path.unlink()
+
     def clear_failures(self) -> None:
         for pattern in (f"rank*{FAILED_SUFFIX}", f"rank*{RUNNING_SUFFIX}"):
             for path in self.folder.glob(pattern):

@@ -103,8 +103,7 @@ def header(report: dict, plot_note: str | None) -> list[str]:
 
 def notes(numbers: dict[str, int]) -> list[str]:
     """The closing notes; `numbers` maps each experiment of this report to its section number."""
-    seeded = ("matrix", "multitask", "finetune")  # the experiments that run every seed of the preset
-    one_seed = sorted(number for name, number in numbers.items() if name not in seeded)
+    one_seed = sorted(number for name, number in numbers.items() if name != "matrix")
     out = ["## Notes\n"]
     if one_seed:
         span = f"{one_seed[0]}-{one_seed[-1]}" if len(one_seed) > 1 else f"{one_seed[0]}"

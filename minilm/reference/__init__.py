@@ -1,6 +1,8 @@
 """minilm.reference: NumPy float64 twins of the layers in `minilm.layers` and `minilm.gpt`.
 
-Each twin is a pair of functions, written to be read side by side with its PyTorch layer:
+Each twin is a pair of functions, written to be read side by side with its PyTorch layer and
+named after it (LayerNorm -> layer_norm_forward, attention -> attention_forward, apply_rope ->
+apply_rope_forward, SelfAttention -> self_attention_forward, Block -> block_forward, ...):
 
     y, cache = xxx_forward(x, p, ...)       p: float64 arrays keyed like the module's state_dict()
     dx, dp   = xxx_backward(dy, cache)      dp: gradients keyed the same way
@@ -12,7 +14,7 @@ All twins model eval mode (no dropout). This package imports only NumPy and the 
     rope.py        rotary position embedding
     layernorm.py   layer norm
     linear.py      the affine map inside every projection
-    attention.py   causal self-attention with padding masks
+    attention.py   self-attention, causal or bidirectional, with padding masks
     mlp.py         MLP and its activations (gelu_tanh, gelu, relu)
     block.py       the pre-norm residual block
     gpt.py         the whole model, with weight tying
@@ -23,9 +25,9 @@ All twins model eval mode (no dropout). This package imports only NumPy and the 
 from minilm.reference.attention import (
                                         allowed_keys,
                                         attention_backward,
-                                        attention_core_backward,
-                                        attention_core_forward,
                                         attention_forward,
+                                        self_attention_backward,
+                                        self_attention_forward,
                                         softmax,
 )
 from minilm.reference.block import block_backward, block_forward
@@ -34,17 +36,17 @@ from minilm.reference.embedding import (
                                         embedding_forward,
                                         learned_position_backward,
                                         learned_position_forward,
-                                        sinusoidal_table,
+                                        sinusoidal_rows,
 )
 from minilm.reference.gpt import gpt_backward, gpt_forward, gpt_loss
 from minilm.reference.kv_cache import gpt_step
-from minilm.reference.layernorm import layernorm_backward, layernorm_forward
+from minilm.reference.layernorm import layer_norm_backward, layer_norm_forward
 from minilm.reference.linear import linear_backward, linear_forward
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
 from minilm.reference.mlp import (
                                         ACTIVATIONS,
-                                        gelu_backward,
-                                        gelu_forward,
+                                        gelu_exact_backward,
+                                        gelu_exact_forward,
                                         gelu_tanh_backward,
                                         gelu_tanh_forward,
                                         mlp_backward,
@@ -53,15 +55,15 @@ from minilm.reference.mlp import (
                                         relu_forward,
 )
 from minilm.reference.params import params_from_torch, params_to_torch, sub, with_prefix
-from minilm.reference.rope import rope_backward, rope_cos_sin, rope_forward
+from minilm.reference.rope import apply_rope_backward, apply_rope_forward, rope_cos_sin
 
 __all__ = [
-    "ACTIVATIONS", "allowed_keys", "attention_backward", "attention_core_backward", "attention_core_forward",
+    "ACTIVATIONS", "allowed_keys", "apply_rope_backward", "apply_rope_forward", "attention_backward",
     "attention_forward", "block_backward", "block_forward", "cross_entropy_backward", "cross_entropy_forward",
-    "embedding_backward", "embedding_forward", "gelu_backward", "gelu_forward", "gelu_tanh_backward",
-    "gelu_tanh_forward", "gpt_backward", "gpt_forward", "gpt_loss", "gpt_step", "layernorm_backward",
-    "layernorm_forward",
-    "learned_position_backward", "learned_position_forward", "linear_backward", "linear_forward",
-    "mlp_backward", "mlp_forward", "params_from_torch", "params_to_torch", "relu_backward", "relu_forward",
-    "rope_backward", "rope_cos_sin", "rope_forward", "sinusoidal_table", "softmax", "sub", "with_prefix",
+    "embedding_backward", "embedding_forward", "gelu_exact_backward", "gelu_exact_forward", "gelu_tanh_backward",
+    "gelu_tanh_forward", "gpt_backward", "gpt_forward", "gpt_loss", "gpt_step", "layer_norm_backward",
+    "layer_norm_forward", "learned_position_backward", "learned_position_forward", "linear_backward",
+    "linear_forward", "mlp_backward", "mlp_forward", "params_from_torch", "params_to_torch", "relu_backward",
+    "relu_forward", "rope_cos_sin", "self_attention_backward", "self_attention_forward", "sinusoidal_rows",
+    "softmax", "sub", "with_prefix",
 ]

@@ -1,4 +1,9 @@
-"""NumPy twin of `minilm.layers.SelfAttention` (the readable path), forward and backward.
+"""NumPy twins of `minilm.layers.attention` (the readable path's core) and of the whole
+`minilm.layers.SelfAttention` layer, forward and backward:
+
+    attention_forward / attention_backward             softmax(q k^T / sqrt(hs), masked) v
+    self_attention_forward / self_attention_backward   projections, heads, RoPE, attention
+
 
 Forward, with nh heads of size hs = C / nh:
 
@@ -16,7 +21,7 @@ key s <= t (causal=True, GPT) or every key (causal=False, BERT); with a padding 
 1 = real token, padded keys are hidden too, except that a query always sees itself, so no row of
 A is empty.
 
-Backward of the attention core, given dy = dL/d(A v):
+Backward of `attention`, given dy = dL/d(A v):
 
     dA = dy v^T,   dv = A^T dy
     softmax: A_j = e^{S_j} / sum e^{S}, so dS_j = A_j (dA_j - sum_i dA_i A_i)
@@ -33,7 +38,7 @@ import numpy as np
 
 from minilm.reference.linear import linear_backward, linear_forward
 from minilm.reference.params import sub, with_prefix
-from minilm.reference.rope import rope_backward, rope_cos_sin, rope_forward
+from minilm.reference.rope import apply_rope_backward, apply_rope_forward, rope_cos_sin
 
 
 def allowed_keys(T: int, attention_mask: np.ndarray | None = None, causal: bool = True) -> np.ndarray:
@@ -56,8 +61,9 @@ def softmax(s: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def attention_core_forward(q, k, v, allowed) -> tuple[np.ndarray, tuple]:
-    """softmax(q k^T / sqrt(hs), masked) v for q, k, v (B, nh, T, hs); the readable path's body."""
+def attention_forward(q, k, v, allowed) -> tuple[np.ndarray, tuple]:
+    """softmax(q k^T / sqrt(hs), masked) v for q, k, v (B, nh, T, hs) -> y (B, nh, T, hs).
+    The cache holds the weights A (B, nh, T, T) as its fourth entry."""
     scale = 1.0 / math.sqrt(q.shape[-1])  # scalar, 1 / sqrt(hs)
     att = q @ k.swapaxes(-2, -1) * scale  # (B, nh, T, T)
     att = np.where(allowed, att, -np.inf)  # (B, nh, T, T)
@@ -66,7 +72,7 @@ def attention_core_forward(q, k, v, allowed) -> tuple[np.ndarray, tuple]:
     return y, (q, k, v, att, scale)
 
 
-def attention_core_backward(dy, cache):
+def attention_backward(dy, cache):
     """Returns dq, dk, dv, each (B, nh, T, hs)."""
     q, k, v, att, scale = cache
     datt = dy @ v.swapaxes(-2, -1)  # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
@@ -77,7 +83,7 @@ def attention_core_backward(dy, cache):
     return dq, dk, dv
 
 
-def attention_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
+def self_attention_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
                       pos: np.ndarray | None = None, attention_mask: np.ndarray | None = None,
                       causal: bool = True) -> tuple[np.ndarray, tuple]:
     """x (B, T, C); p keyed like SelfAttention.state_dict(); pos (T,) defaults to 0..T-1."""
@@ -91,26 +97,26 @@ def attention_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
     rope_caches = None
     if rope:
         cos, sin = rope_cos_sin(np.arange(T) if pos is None else pos, hs)  # (T, hs/2) each
-        q, q_rope = rope_forward(q, cos, sin)  # (B, nh, T, hs)
-        k, k_rope = rope_forward(k, cos, sin)  # (B, nh, T, hs)
+        q, q_rope = apply_rope_forward(q, cos, sin)  # (B, nh, T, hs)
+        k, k_rope = apply_rope_forward(k, cos, sin)  # (B, nh, T, hs)
         rope_caches = (q_rope, k_rope)
     allowed = allowed_keys(T, attention_mask, causal)  # (T, T) or (B, 1, T, T)
-    y, core_cache = attention_core_forward(q, k, v, allowed)  # (B, nh, T, hs)
+    y, core_cache = attention_forward(q, k, v, allowed)  # (B, nh, T, hs)
     y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
     out, c_proj_cache = linear_forward(y, sub(p, "c_proj"))  # (B, T, C)
     return out, (c_attn_cache, rope_caches, core_cache, c_proj_cache, n_head)
 
 
-def attention_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict]:
+def self_attention_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict]:
     c_attn_cache, rope_caches, core_cache, c_proj_cache, n_head = cache
     B, T, C = dout.shape
     hs = C // n_head
     dy, dp_proj = linear_backward(dout, c_proj_cache)  # (B, T, C)
     dy = dy.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, nh, T, hs)
-    dq, dk, dv = attention_core_backward(dy, core_cache)  # (B, nh, T, hs) each
+    dq, dk, dv = attention_backward(dy, core_cache)  # (B, nh, T, hs) each
     if rope_caches is not None:
-        dq, _ = rope_backward(dq, rope_caches[0])  # (B, nh, T, hs)
-        dk, _ = rope_backward(dk, rope_caches[1])  # (B, nh, T, hs)
+        dq, _ = apply_rope_backward(dq, rope_caches[0])  # (B, nh, T, hs)
+        dk, _ = apply_rope_backward(dk, rope_caches[1])  # (B, nh, T, hs)
     dq = dq.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
     dk = dk.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
     dv = dv.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)

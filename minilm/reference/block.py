@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minilm.reference.attention import attention_backward, attention_forward
-from minilm.reference.layernorm import layernorm_backward, layernorm_forward
+from minilm.reference.attention import self_attention_backward, self_attention_forward
+from minilm.reference.layernorm import layer_norm_backward, layer_norm_forward
 from minilm.reference.mlp import mlp_backward, mlp_forward
 from minilm.reference.params import sub, with_prefix
 
@@ -27,10 +27,10 @@ def block_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
                   activation: str = "gelu_tanh", eps: float = 1e-5,
                   causal: bool = True) -> tuple[np.ndarray, tuple]:
     """x (B, T, C) -> (B, T, C); causal=False: bidirectional attention (BERT)."""
-    h, ln_1 = layernorm_forward(x, sub(p, "ln_1"), eps)  # (B, T, C)
-    a, attn = attention_forward(h, sub(p, "attn"), n_head, rope, pos, attention_mask, causal)  # (B, T, C)
+    h, ln_1 = layer_norm_forward(x, sub(p, "ln_1"), eps)  # (B, T, C)
+    a, attn = self_attention_forward(h, sub(p, "attn"), n_head, rope, pos, attention_mask, causal)  # (B, T, C)
     x = x + a  # (B, T, C)
-    h, ln_2 = layernorm_forward(x, sub(p, "ln_2"), eps)  # (B, T, C)
+    h, ln_2 = layer_norm_forward(x, sub(p, "ln_2"), eps)  # (B, T, C)
     m, mlp = mlp_forward(h, sub(p, "mlp"), activation)  # (B, T, C)
     x = x + m  # (B, T, C)
     return x, (ln_1, attn, ln_2, mlp)
@@ -39,10 +39,10 @@ def block_forward(x: np.ndarray, p: dict, n_head: int, rope: bool = False,
 def block_backward(dx: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict]:
     ln_1, attn, ln_2, mlp = cache
     dh, dp_mlp = mlp_backward(dx, mlp)  # (B, T, C)
-    dh, dp_ln_2 = layernorm_backward(dh, ln_2)  # (B, T, C)
+    dh, dp_ln_2 = layer_norm_backward(dh, ln_2)  # (B, T, C)
     dx = dx + dh  # (B, T, C), the residual adds the branch's gradient
-    dh, dp_attn = attention_backward(dx, attn)  # (B, T, C)
-    dh, dp_ln_1 = layernorm_backward(dh, ln_1)  # (B, T, C)
+    dh, dp_attn = self_attention_backward(dx, attn)  # (B, T, C)
+    dh, dp_ln_1 = layer_norm_backward(dh, ln_1)  # (B, T, C)
     dx = dx + dh  # (B, T, C)
     return dx, {**with_prefix(dp_ln_1, "ln_1"), **with_prefix(dp_attn, "attn"),
                 **with_prefix(dp_ln_2, "ln_2"), **with_prefix(dp_mlp, "mlp")}

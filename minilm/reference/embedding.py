@@ -44,12 +44,12 @@ def learned_position_backward(dpe: np.ndarray, cache: tuple) -> tuple[None, dict
     return embedding_backward(dpe, cache)
 
 
-def sinusoidal_table(n_positions: int, n_embd: int) -> np.ndarray:
-    """The fixed (n_positions, C) sin/cos table; for odd C the last sine has no cosine partner."""
-    position = np.arange(n_positions, dtype=np.float64)[:, None]  # (P, 1)
+def sinusoidal_rows(pos: np.ndarray, n_embd: int) -> np.ndarray:
+    """The rows `pos` (T,) of the fixed sin/cos table -> (T, C); for odd C the last sine has no
+    cosine partner."""
     inv_freq = 10000.0 ** (-np.arange(0, n_embd, 2, dtype=np.float64) / n_embd)  # (ceil(C/2),)
-    angle = position * inv_freq  # (P, ceil(C/2))
-    table = np.zeros((n_positions, n_embd))  # (P, C)
-    table[:, 0::2] = np.sin(angle)  # even channels: sines
-    table[:, 1::2] = np.cos(angle[:, : n_embd // 2])  # odd channels: cosines
-    return table
+    angle = np.asarray(pos, dtype=np.float64)[:, None] * inv_freq  # (T, ceil(C/2))
+    rows = np.zeros((len(angle), n_embd))  # (T, C)
+    rows[:, 0::2] = np.sin(angle)  # even channels: sines
+    rows[:, 1::2] = np.cos(angle[:, : n_embd // 2])  # odd channels: cosines
+    return rows

@@ -32,9 +32,9 @@ from minilm.reference.embedding import (
     embedding_forward,
     learned_position_backward,
     learned_position_forward,
-    sinusoidal_table,
+    sinusoidal_rows,
 )
-from minilm.reference.layernorm import layernorm_backward, layernorm_forward
+from minilm.reference.layernorm import layer_norm_backward, layer_norm_forward
 from minilm.reference.linear import linear_backward, linear_forward
 from minilm.reference.loss import cross_entropy_backward, cross_entropy_forward
 from minilm.reference.params import sub, with_prefix
@@ -63,14 +63,14 @@ def gpt_forward(idx: np.ndarray, p: dict, config, attention_mask: np.ndarray | N
         pe, wpe_cache = learned_position_forward(pos, sub(p, "wpe"))  # (T, C)
         x = x + pe  # (B, T, C) + (T, C)
     elif c.pos_emb == "sinusoidal":
-        x = x + sinusoidal_table(c.block_size, c.n_embd)[pos]  # (B, T, C) + (T, C)
+        x = x + sinusoidal_rows(pos, c.n_embd)  # (B, T, C) + (T, C)
     block_caches = []
     for i in range(c.n_layer):
         x, cache = block_forward(x, sub(p, f"h.{i}"), c.n_head, rope=c.pos_emb == "rope", pos=pos,
                                  attention_mask=attention_mask, activation=c.activation,
                                  eps=c.layer_norm_eps, causal=causal)  # (B, T, C)
         block_caches.append(cache)
-    x, ln_f_cache = layernorm_forward(x, sub(p, "ln_f"), c.layer_norm_eps)  # (B, T, C)
+    x, ln_f_cache = layer_norm_forward(x, sub(p, "ln_f"), c.layer_norm_eps)  # (B, T, C)
     head = {"weight": p["wte.weight"] if c.tie_weights else p["lm_head.weight"]}  # (V, C)
     logits, head_cache = linear_forward(x, head)  # (B, T, V)
     return logits, (c, wte_cache, wpe_cache, block_caches, ln_f_cache, head_cache)
@@ -81,7 +81,7 @@ def gpt_backward(dlogits: np.ndarray, cache: tuple) -> tuple[None, dict]:
     c, wte_cache, wpe_cache, block_caches, ln_f_cache, head_cache = cache
     dp = {}
     dx, dp_head = linear_backward(dlogits, head_cache)  # (B, T, C)
-    dx, dp_ln_f = layernorm_backward(dx, ln_f_cache)  # (B, T, C)
+    dx, dp_ln_f = layer_norm_backward(dx, ln_f_cache)  # (B, T, C)
     dp.update(with_prefix(dp_ln_f, "ln_f"))
     for i in reversed(range(c.n_layer)):
         dx, dp_block = block_backward(dx, block_caches[i])  # (B, T, C)

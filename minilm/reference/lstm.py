@@ -161,7 +161,7 @@ def recurrent_stack_forward(x, p, state=None, cell="lstm"):
         x, layer_state, layer_cache = recurrent_layer_forward(x, layer_p, layer_state, cell)  # (B, T, H)
         final_states.append(layer_state)
         layer_caches.append(layer_cache)
-    new_state = tuple(np.stack(s, axis=0) for s in zip(*final_states))  # each (L, B, H)
+    new_state = tuple(np.stack(s, axis=0) for s in zip(*final_states, strict=True))  # each (L, B, H)
     return x, new_state, layer_caches
 
 
@@ -183,7 +183,7 @@ def recurrent_stack_backward(dy, dstate, cache):
         dy, dstate0[layer], layer_dp = recurrent_layer_backward(dy, layer_dstate, layer_caches[layer])
         for name, grad in layer_dp.items():
             dp[f"layers.{layer}.{name}"] = grad
-    dstate0 = tuple(np.stack(ds, axis=0) for ds in zip(*dstate0))  # each (L, B, H)
+    dstate0 = tuple(np.stack(ds, axis=0) for ds in zip(*dstate0, strict=True))  # each (L, B, H)
     return dy, dstate0, dp
 
 

@@ -39,12 +39,12 @@ def gelu_tanh_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     return dy * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th ** 2) * du_dx)  # (..., n)
 
 
-def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+def gelu_exact_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     Phi = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))  # (..., n), the standard normal CDF
     return x * Phi, (x, Phi)  # (..., n)
 
 
-def gelu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+def gelu_exact_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     x, Phi = cache
     phi = np.exp(-0.5 * x ** 2) / math.sqrt(2.0 * math.pi)  # (..., n), the standard normal density
     return dy * (Phi + x * phi)  # (..., n)
@@ -62,7 +62,7 @@ def relu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
 # the same names as minilm.layers.ACTIVATIONS
 ACTIVATIONS = {
     "gelu_tanh": (gelu_tanh_forward, gelu_tanh_backward),
-    "gelu": (gelu_forward, gelu_backward),
+    "gelu": (gelu_exact_forward, gelu_exact_backward),
     "relu": (relu_forward, relu_backward),
 }
 

@@ -1,4 +1,4 @@
-"""NumPy twin of rotary position embedding (RoPE), in the "rotate-half" layout of `minilm.layers`.
+"""NumPy twin of `minilm.layers.apply_rope`, rotary position embedding (RoPE), "rotate-half" layout.
 
 Each head vector x (hs wide) is split into halves x1 = x[:hs/2], x2 = x[hs/2:]; pair i, made of
 (x1_i, x2_i), is rotated by the angle theta_{t,i} = t * base^(-2i / hs) at position t:
@@ -25,7 +25,7 @@ def rope_cos_sin(pos: np.ndarray, head_size: int, base: float = 10000.0):
     return np.cos(angle), np.sin(angle)
 
 
-def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, tuple]:
+def apply_rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, tuple]:
     """x (B, nh, T, hs), cos and sin (T, hs/2) -> rotated x (B, nh, T, hs)."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]  # (B, nh, T, hs/2) each
@@ -33,7 +33,7 @@ def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.nd
     return y, (cos, sin)
 
 
-def rope_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict]:
+def apply_rope_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, dict]:
     cos, sin = cache
     half = dy.shape[-1] // 2
     dy1, dy2 = dy[..., :half], dy[..., half:]  # (B, nh, T, hs/2) each

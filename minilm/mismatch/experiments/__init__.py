@@ -11,7 +11,11 @@ summaries are in `report` when it is summarised). Selecting an experiment with `
 pulls its prerequisites in.
 
 `minutes` are estimates of the wall time on the six bundled domains with the preset's seeds, from
-the seconds per model of whole runs (see docs/experiments.md for how they were measured).
+the seconds per model of whole runs (see docs/experiments.md for how they were measured); None
+where they depend on a model the user brings.
+
+An experiment with `only_with` (a flag) runs only when that flag is given: it is left out of the
+default list without it, and naming it in `--experiments` without the flag is refused.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from types import ModuleType
 
 from minilm.cli import UserError
 
-from . import curves, finetune, lstm_vs_gpt, matrix, mixing, multitask, ngram, tokenizers, transfer
+from . import curves, finetune, lstm_vs_gpt, matrix, mixing, multitask, ngram, pretrained, tokenizers, transfer
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ class Experiment:
     title: str  # what it asks, one line
     requires: tuple  # names of the experiments it reads
     module: ModuleType  # with jobs, summarise, write_section, figures, FIGURES
-    minutes: dict  # preset -> estimated minutes on the six bundled domains
+    minutes: dict | None  # preset -> estimated minutes on the six bundled domains; None: depends on the model
+    only_with: str = ""  # a flag without which the experiment does not run ("" = always available)
 
     def jobs(self, grid):
         return self.module.jobs(grid)
@@ -67,6 +72,10 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("tokenizers", "Does a tokenizer trained on one domain fit another? One BPE per domain: bytes "
                "per token and vocabulary overlap, against the model matrix (domains tokenizers, no model)",
                ("matrix",), tokenizers, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 0.2, "gpu": 1}),
+    Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
+               "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
+               "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
+               only_with="--init-from"),
     Experiment("multitask", "Do GPT's causal objective and BERT's masked one conflict in one model? On one domain: "
                "causal only, masked only, both (same weights at the start, steps, batches); each scored on both "
                "objectives, and the cosine of their gradients along the `both` run (3 models per seed)",
@@ -81,11 +90,12 @@ BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
 FIGURE_FILES = tuple(name for experiment in EXPERIMENTS for name in experiment.module.FIGURES)
 
 
-def select(flag_value: str | None) -> list[Experiment]:
+def select(flag_value: str | None, given: tuple = ()) -> list[Experiment]:
     """`--experiments NAME,...` -> the registry entries to run, in registry order, with their
-    prerequisites pulled in; all of them when the flag is absent."""
+    prerequisites pulled in; when the flag is absent, all of them whose `only_with` flag is among
+    the flags `given` (or that need none)."""
     if not flag_value:
-        return list(EXPERIMENTS)
+        return [e for e in EXPERIMENTS if not e.only_with or e.only_with in given]
     asked = [name.strip() for name in flag_value.split(",") if name.strip()]
     unknown = [name for name in asked if name not in BY_NAME]
     if unknown or not asked:
@@ -101,15 +111,24 @@ def select(flag_value: str | None) -> list[Experiment]:
 
     for name in asked:
         add(name)
+    missing = next((BY_NAME[name] for name in asked if BY_NAME[name].only_with not in ("", *given)), None)
+    if missing is not None:
+        raise UserError(f"--experiments: {missing.name} runs only with {missing.only_with} "
+                        f"(e.g. {missing.only_with} hf:path/to/gpt2-folder)")
     return [experiment for experiment in EXPERIMENTS if experiment.name in chosen]
 
 
 def help_text() -> str:
-    """The registry as --help shows it: name, prerequisites, question."""
+    """The registry as --help shows it: name, prerequisites, question, estimated minutes per preset."""
     lines = []
     for number, e in enumerate(EXPERIMENTS, start=1):
         needs = f" (needs {', '.join(e.requires)})" if e.requires else ""
-        lines.append(f"{number}. {e.name}{needs}: {e.title}")
+        only = f" (only with {e.only_with})" if e.only_with else ""
+        minutes = (", ".join(f"{preset} {value:g}" for preset, value in e.minutes.items()) if e.minutes is not None
+                   else "depend on the model")
+        lines.append(f"{number}. {e.name}{needs}{only}: {e.title} [minutes: {minutes}]")
+    lines.append("Naming an experiment in --experiments pulls in the ones it needs. Minutes are estimates for "
+                 "the six bundled domains (cpu: with --jobs 2); see docs/experiments.md.")
     return "\n".join(lines)
 
 
@@ -119,8 +138,10 @@ def markdown_list() -> str:
     rows = ["| # | name | what it asks | needs | " + " | ".join(f"min. {p}" for p in presets) + " |",
             "| ---: | --- | --- | --- | " + " | ".join("---:" for _ in presets) + " |"]
     for number, e in enumerate(EXPERIMENTS, start=1):
-        minutes = " | ".join(f"{e.minutes[p]:g}" for p in presets)
-        rows.append(f"| {number} | `{e.name}` | {e.title} | {', '.join(e.requires) or '–'} | {minutes} |")
+        minutes = (" | ".join(f"{e.minutes[p]:g}" for p in presets) if e.minutes is not None
+                   else " | ".join("model" for _ in presets))
+        only = f" (only with `{e.only_with}`)" if e.only_with else ""
+        rows.append(f"| {number} | `{e.name}` | {e.title}{only} | {', '.join(e.requires) or '–'} | {minutes} |")
     return "\n".join(rows)
 
 

@@ -27,6 +27,7 @@ from ..grid import Grid, Job
 from ..report import fmt, markdown_table
 from .mixing import mixture_weights
 
+SEEDS = "all"  # every seed of the preset, with spreads (the report's notes read this)
 STARTS = ("random", "causal", "masked")
 LABELS = {"random": "(a) random init", "causal": "(b) mixed causal LM", "masked": "(c) mixed masked LM"}
 # Per preset of the grid: labels per domain, held-out windows per domain, fine-tuning steps, lr, batch.

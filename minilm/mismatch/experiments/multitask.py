@@ -27,9 +27,10 @@ from minilm.objectives import MASK_TOKEN, OBJECTIVES, causal_bits_per_byte, mask
 from minilm.training import build_model, train
 
 from ..figures import save
-from ..grid import Grid, Job, one_process_training
+from ..grid import Grid, Job
 from ..report import fmt, markdown_table
 
+SEEDS = "all"  # every seed of the preset, with spreads (the report's notes read this)
 COSINE_POINTS = 20  # the gradient cosine is measured every steps / COSINE_POINTS steps of the `both` run
 LABELS = {"clm": "causal only", "mlm": "masked only", "both": "both (causal + masked)"}
 
@@ -63,8 +64,7 @@ def train_with_objective(grid: Grid, objective: str, seed: int, probe: bool = Fa
     torch.manual_seed(seed)
     model = build_model(config, tokenizer.vocab_size)
     on_eval = cosine_probe(grid, tokenizer.special_id(MASK_TOKEN)) if probe else None
-    with one_process_training():
-        trained = train(config, model=model, tokenizer=tokenizer, on_eval=on_eval)
+    trained = train(config, model=model, tokenizer=tokenizer, on_eval=on_eval)  # the grid's config: one process
     grid.step_seconds.extend(trained.step_seconds)
     return trained, tokenizer
 
