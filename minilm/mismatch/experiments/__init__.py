@@ -72,10 +72,6 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("tokenizers", "Does a tokenizer trained on one domain fit another? One BPE per domain: bytes "
                "per token and vocabulary overlap, against the model matrix (domains tokenizers, no model)",
                ("matrix",), tokenizers, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 0.2, "gpu": 1}),
-    Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
-               "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
-               "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
-               only_with="--init-from"),
     Experiment("multitask", "Do GPT's causal objective and BERT's masked one conflict in one model? On one domain: "
                "causal only, masked only, both (same weights at the start, steps, batches); each scored on both "
                "objectives, and the cosine of their gradients along the `both` run (3 models per seed)",
@@ -84,6 +80,10 @@ EXPERIMENTS: list[Experiment] = [
                "classifier fine-tuned with 1-256 labelled windows per domain from random weights, the mixed "
                "causal model and a mixed masked-LM model (1 model, plus the fine-tunings)",
                ("mixing",), finetune, {"micro": 0.02, "cpu-quick": 2.5, "cpu": 15, "gpu": 6}),
+    Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
+               "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
+               "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
+               only_with="--init-from"),
 ]
 
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}
