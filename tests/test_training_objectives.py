@@ -108,3 +108,25 @@ def test_on_eval_adds_its_numbers_to_each_record_and_leaves_the_run_unchanged():
     probed = train(tiny_config(objective="both", steps=6, eval_interval=2, log_interval=1), on_eval=measure)
     assert seen == [0, 2, 4, 6] and [r["probe"] for r in probed.history] == [0.0, 4.0, 8.0, 12.0]
     assert probed.train_losses == plain.train_losses
+
+
+def test_sample_py_refuses_a_masked_only_or_classifier_checkpoint(tmp_path, capsys):
+    import importlib.util
+
+    from minilm.data import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("sample_script", REPO_ROOT / "sample.py")
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    train(tiny_config(objective="mlm", out_dir=str(tmp_path / "mlm"), steps=1, eval_interval=1))
+    train(tiny_config(objective="both", out_dir=str(tmp_path / "both"), steps=1, eval_interval=1))
+    classifier = read_checkpoint(tmp_path / "both" / "ckpt.pt")
+    classifier["task"] = "domain-id"  # what train.py --task writes beside the fine-tuned GPT
+    torch.save(classifier, tmp_path / "classifier.pt")
+    for ckpt, expected in [(tmp_path / "mlm" / "ckpt.pt", "--objective mlm"),
+                           (tmp_path / "classifier.pt", "domain-id classifier")]:
+        status = sample.main(["--ckpt", str(ckpt), "--prompt", "To be", "--max-new-tokens", "3"])
+        err = capsys.readouterr().err
+        assert status == 2 and expected in err and err.count("\n") == 1, err
+    assert sample.main(["--ckpt", str(tmp_path / "both" / "ckpt.pt"), "--prompt", "To be",
+                        "--max-new-tokens", "3"]) == 0  # both objectives: it can still continue a text
