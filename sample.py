@@ -153,6 +153,12 @@ def run(args: argparse.Namespace) -> None:
     else:
         model, tokenizer, checkpoint = load_model(args.ckpt, device)
     ids = encode_prompt(prompt, flag, tokenizer, model)
+    if checkpoint.get("task"):  # train.py --task: a fine-tuned classifier, not a language model
+        raise UserError(f"--ckpt: {args.ckpt!r} is a {checkpoint['task']} classifier (train.py --task); "
+                        "sample from the language model it was fine-tuned from")
+    if (checkpoint.get("train_config") or {}).get("objective") == "mlm":
+        raise UserError(f"--ckpt: {args.ckpt!r} was trained with --objective mlm (BERT's masked LM): it fills in "
+                        "masked bytes and cannot continue a text; sample from a clm or both checkpoint")
     index, corpus_name = novelty_index(args, checkpoint) if args.novelty else (None, "")
 
     generator = torch.Generator(device=device).manual_seed(args.seed)

@@ -23,7 +23,9 @@ import threading
 
 from minilm.cli import OneLineErrorParser, UserError
 from minilm.outputs import exit_quietly_on_broken_pipe
-from minilm.presets import DEFAULT_PRESET, MODEL_FLAGS, PRESETS, model_arg_flag
+from minilm.presets import DEFAULT_PRESET, FINETUNE_PRESETS, MODEL_FLAGS, PRESETS, model_arg_flag
+
+TASKS = ("domain-id",)
 
 # Fields that are set from Python only (train.py has no flag for them).
 NO_FLAG = ("verbose", "stop_at_step", "distributed")
@@ -69,8 +71,14 @@ HELP: dict[str, dict[str, str]] = {
         "log_interval": "read the loss for the progress bar every N steps (0 = 1 on CPU, 10 on a GPU)",
         "progress": "no tqdm progress bar",
     },
+    "objective": {
+        "objective": "clm = GPT's causal LM, mlm = BERT's masked LM (bidirectional attention, adds the <mask> "
+                     "token: vocab 257), both = causal + --mlm-weight x masked on each batch",
+        "mlm_weight": "weight of the masked loss under --objective both",
+    },
 }
 CHOICES = {"model": ("gpt", "lstm"), "dtype": ("auto", "float32", "bfloat16")}
+CHOICES["objective"] = ("clm", "mlm", "both")
 METAVARS = {"mix": "NAME=SHARE", "augment": "NAME=P", "mix_domains": "NAME,...", "mix_alpha": "A",
             "model_args": "KEY=VALUE", "eval_extra": "CORPUS", "init_from": "SPEC",
             "out_dir": "DIR", "data": "CORPUS", "tokenizer": "SPEC", "cache_dir": "DIR"}
@@ -134,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
                 group.add_argument(model_arg_flag(name), dest="model_flag_" + name, metavar=name.upper(),
                                    type=number(kind) if kind in (int, float) else str,
                                    help=text + " (default: from --preset)")
+    task = parser.add_argument_group("fine-tuning a classifier (steps, lr, batch size from --preset)")
+    task.add_argument("--task", choices=TASKS, help="fine-tune --init-from to classify which of --domains a "
+                      "window comes from; prints the held-out accuracy, saves the classifier in --out (default: none: "
+                      "train a language model)")
+    task.add_argument("--domains", metavar="NAME,NAME,...", help="the classes: two or more corpora (default: none)")
+    task.add_argument("--labels-per-class", type=number(int), metavar="N",
+                      help="labelled training windows per domain (default: 16)")
     score = parser.add_argument_group("scoring a model")
     score.add_argument("--eval-only", action="store_true", help="print the bits per byte of --ckpt (or --hf) "
                        "on --data, then exit")
@@ -236,8 +251,45 @@ def eval_only(given: dict) -> int:
     result, info = score(given.get("ckpt") or given["hf"], given.get("data", "shakespeare"),
                          device=given.get("device", "auto"), split=given.get("split", "val"),
                          max_windows=given.get("eval_windows"), batch_size=given.get("eval_batch_size", 32))
+    if info.get("objective", "clm") != "clm":  # a checkpoint trained with the masked objective: each score
+        for name, score in info["scores"].items():
+            what = ("causal (over the 256 byte ids)" if name == "causal"
+                    else f"masked ({score.num_bytes:,} hidden bytes)")
+            print(f"{info['data']} ({info['split']}, {info['windows']} windows of {info['block_size']} tokens) "
+                  f"{what}: loss {score.loss:.4f} nats/token, {score.bits_per_byte:.4f} {name} bits per byte")
+        return 0
     print(f"{info['data']} ({info['split']}, {info['windows']} windows of {info['block_size']} tokens, "
           f"{result.num_bytes:,} bytes): loss {result.loss:.4f} nats/token, {result.bits_per_byte:.4f} bits per byte")
+    return 0
+
+
+def domain_task(given: dict) -> int:
+    """`--task domain-id`: fine-tune a classifier on --init-from and print its held-out accuracy."""
+    from minilm.classifier import FineTuneConfig
+    from minilm.domain_task import parse_domains, run_domain_task
+
+    if given.get("task") != "domain-id":
+        raise UserError("--domains / --labels-per-class: only with --task domain-id")
+    domains = parse_domains(given.get("domains", ""))
+    preset = given.get("preset", DEFAULT_PRESET)
+    if preset not in FINETUNE_PRESETS:
+        raise UserError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(FINETUNE_PRESETS)}")
+    settings = dict(FINETUNE_PRESETS[preset])
+    settings.update({name: given[name] for name in ("steps", "lr", "batch_size", "seed", "labels_per_class")
+                     if name in given})
+    config = FineTuneConfig(**settings)
+    if given.get("threads"):
+        import torch
+
+        torch.set_num_threads(given["threads"])
+    out_dir = given.get("out_dir", "runs/domain-id")
+    result = run_domain_task(given.get("init_from", ""), domains, config, out_dir,
+                             overwrite=given.get("overwrite", False), device=given.get("device", "auto"),
+                             cache_dir=given.get("cache_dir", "auto"), progress="progress" not in given)
+    where = f"; classifier saved to {out_dir}/ckpt.pt" if out_dir else ""
+    print(f"domain-id over {', '.join(result.domains)}: held-out accuracy {result.accuracy:.4f} "
+          f"({result.num_held_out} windows, chance {1 / len(result.domains):.4f}), "
+          f"{config.labels_per_class} labelled windows per domain{where}")
     return 0
 
 
@@ -269,6 +321,8 @@ def run(argv: list[str]) -> int:
     try:
         if given.get("eval_only"):
             return eval_only(given)
+        if given.get("task") or "domains" in given or "labels_per_class" in given:
+            return domain_task(given)
         from minilm.training import train
 
         config = config_from_args(given)

@@ -55,3 +55,12 @@ MODEL_FLAGS: dict[str, str] = {
 def model_arg_flag(name: str) -> str:
     """How the user names a model setting: --n-layer for those with a flag, else --model-arg bias."""
     return "--" + name.replace("_", "-") if name in MODEL_FLAGS else f"--model-arg {name}"
+
+# `train.py --task domain-id`: fine-tuning steps, learning rate and batch size at each preset
+# (minilm.classifier.FineTuneConfig; --steps, --lr, --batch-size override them).
+FINETUNE_PRESETS: dict[str, dict] = {
+    "cpu-tiny": dict(steps=100, lr=3e-4, batch_size=32),
+    "nanogpt-cpu": dict(steps=100, lr=3e-4, batch_size=32),
+    "gpu-small": dict(steps=200, lr=1e-4, batch_size=64),
+    "ci-tiny": dict(steps=20, lr=1e-3, batch_size=16),
+}

@@ -49,6 +49,7 @@ from minilm.cli import UserError, flag, validate_config
 from minilm.data import (
     DEFAULT_CACHE_DIR,
     BatchSampler,
+    ByteTokenizer,
     load_corpus,
     load_tokenizer,
     resolve_corpus,
@@ -58,6 +59,14 @@ from minilm.data import (
 from minilm.devices import pick_device
 from minilm.metrics import EvalResult, count_target_bytes, evaluate
 from minilm.mixing import tempered_weights
+from minilm.objectives import (
+    MASK_TOKEN,
+    OBJECTIVES,
+    ByteLogitsOnly,
+    ObjectiveConfig,
+    masked_bits_per_byte,
+    objective_loss,
+)
 from minilm.outputs import new_run_id
 from minilm.presets import PRESETS, model_arg_flag
 from minilm.run_folder import BEST_NAME, CHECKPOINT_NAME, RunFolder
@@ -92,6 +101,8 @@ class TrainConfig:
     block_size: int = 64  # T: context length of the training windows
     init_from: str = ""  # start from these weights: a minilm checkpoint, or hf:NAME_OR_DIR; "" = fresh
     preset: str = ""  # the preset the sizes came from ("" = none); a resumed run keeps it
+    objective: str = "clm"  # "clm" (GPT's causal LM) | "mlm" (BERT's masked LM) | "both" (their sum)
+    mlm_weight: float = 1.0  # `both`: loss = causal + mlm_weight * masked
     # optimisation
     batch_size: int = 12  # B: rows per micro-batch per process
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -143,6 +154,8 @@ class TrainConfig:
         if sum(self.mix.values()) >= 1.0:
             raise UserError(f"--mix: shares {dict(self.mix)} add up to >= 1; the main --data corpus needs some")
         self._check_remedies()
+        if not self.init_from:  # with --init-from the model's kind is the loaded one's, checked in prepare
+            self.objective_config.check_model(self.model)
 
     def _check_remedies(self):
         """--augment, --mix-domains / --mix-alpha and --domain-tags (their plain rules are in CONFIG_RULES)."""
@@ -163,6 +176,10 @@ class TrainConfig:
         if self.domain_tags and (self.tokenizer != "bytes" or self.init_from):
             raise UserError("--domain-tags: works with a fresh model on the bytes tokenizer (no --tokenizer, "
                             "no --init-from): the tags are extra tokens of that tokenizer")
+
+    @property
+    def objective_config(self) -> ObjectiveConfig:
+        return ObjectiveConfig(self.objective, self.mlm_weight)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,10 +225,12 @@ CONFIG_RULES: dict[str, tuple] = {
     "progress": ("bool",), "verbose": ("bool",), "stop_at_step": ("int", 0),
     "mix_alpha": ("number", 0.0, 1.0), "domain_tags": ("bool",),
 }
+CONFIG_RULES.update(objective=("choice", OBJECTIVES), mlm_weight=("number", 0.0, None))
 
 # Settings that define a run: a resumed run must keep them (the rest only steer it, and may change).
 RUN_DEFINING = ("data", "mix", "tokenizer", "preset", "seed", "model", "block_size", "batch_size", "grad_accum",
                 "augment", "mix_domains", "mix_alpha", "domain_tags")
+RUN_DEFINING += ("objective",)  # the masked objective adds the mask token to the vocabulary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,6 +486,9 @@ class Run:
     progress: object = None  # the tqdm bar, or None
     stdout_closed: bool = False
     on_step: object = None  # observe(step, model), called before every step and at the end; must not train
+    mask_id: int | None = None  # the <mask> token's id, for the masked objective
+    mask_generator: torch.Generator | None = None  # draws the masks (its state is saved in checkpoints)
+    on_eval: object = None  # (model, step) -> dict of more numbers for the log record, or None
 
     @property
     def tokens_per_step(self) -> int:
@@ -485,12 +507,15 @@ class Run:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None, on_step=None) -> TrainResult:
+def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=None, on_step=None,
+          on_eval=None) -> TrainResult:
     """Train per `config`; returns a TrainResult. Pass `model` (and its `tokenizer`) to continue
     training an existing model, e.g. one from `minilm.checkpoint.load_model`, with a fresh optimizer
     (or set `config.init_from`). `on_step(step, model)`, if given, watches the run: it is called with
     the bare model before every optimizer step and after the last (e.g. to measure gradients), and
-    must leave the model and every RNG as it found them.
+    must leave the model and every RNG as it found them. `on_eval(model, step)`, if given, is called
+    at every evaluation and the dict it returns is added to that step's log record (it must not
+    change the model).
     """
     device = pick_device(config.device)
     ddp, device = setup_distributed(device, join=config.distributed)
@@ -504,6 +529,7 @@ def train(config: TrainConfig, model: torch.nn.Module | None = None, tokenizer=N
     run = None
     try:
         run, model, checkpoint = prepare(config, model, tokenizer, device, ddp)
+        run.on_eval = on_eval
         build(run, model, checkpoint)
         run.on_step = on_step
         del checkpoint
@@ -541,6 +567,8 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
                                                                                   *config.mix_domains]])
         if tokenizer is None:
             tokenizer = load_tokenizer(config.tokenizer)
+        config.objective_config.check_model(config.model)  # the kind may have come from --init-from
+        tokenizer = with_mask_token(tokenizer, config, loaded_model=model is not None)
 
         cache_dir = resolve_cache_dir(config.cache_dir)
         binary = config.allow_binary
@@ -571,6 +599,20 @@ def prepare(config: TrainConfig, model, tokenizer, device, ddp: Distributed):
     run = Run(config, device, ddp, folder, folder.run_id if folder else new_run_id(), tokenizer, sampler,
               eval_sets, resumed_with=resumed_with)
     return run, model, checkpoint
+
+
+def with_mask_token(tokenizer, config: TrainConfig, loaded_model: bool = False):
+    """The tokenizer, with the <mask> special token added when the objective needs it (bytes: id 256)."""
+    if not config.objective_config.needs_mask_token or MASK_TOKEN in getattr(tokenizer, "special_tokens", {}):
+        return tokenizer
+    what = f"--objective {config.objective}"
+    if loaded_model:
+        raise UserError(f"{what}: the starting model's tokenizer has no {MASK_TOKEN} token; train the masked "
+                        "objective from scratch, or start from a model trained with --objective mlm or both")
+    if not isinstance(tokenizer, ByteTokenizer):
+        raise UserError(f"{what}: needs --tokenizer bytes (the {MASK_TOKEN} token is added to the bytes "
+                        "tokenizer only)")
+    return ByteTokenizer(special_tokens=(*tokenizer.special_tokens, MASK_TOKEN))
 
 
 def check_resume_matches(config: TrainConfig, checkpoint: dict, path: str) -> dict:
@@ -621,6 +663,9 @@ def build(run: Run, model: torch.nn.Module | None, checkpoint: dict | None) -> N
     model.train()
     optimizer = make_optimizer(model, config, run.device)
     torch.manual_seed(config.seed + ddp.rank)  # dropout masks differ between ranks
+    if config.objective_config.needs_mask_token:  # each rank masks its own rows: seeded from (seed, rank)
+        run.mask_id = tokenizer.special_id(MASK_TOKEN)
+        run.mask_generator = torch.Generator().manual_seed(config.seed * 1000 + ddp.rank)
 
     if checkpoint is not None:
         path = str(run.folder.checkpoint_path)
@@ -629,6 +674,8 @@ def build(run: Run, model: torch.nn.Module | None, checkpoint: dict | None) -> N
         optimizer.load_state_dict(checkpoint["optimizer"])
         run.sampler.load_state_dict(checkpoint["data_state"])
         restore_rng_state(checkpoint["rng"])
+        if run.mask_generator is not None and "mask_rng" in checkpoint:
+            run.mask_generator.set_state(checkpoint["mask_rng"])
         if ddp.rank:
             torch.manual_seed(config.seed + 1000 * checkpoint["step"] + ddp.rank)
         run.start_step = run.step = run.saved_step = int(checkpoint["step"])
@@ -681,13 +728,32 @@ def loop(run: Run) -> TrainResult:
 
 
 def make_checkpoint(run: Run) -> dict:
-    return {
+    checkpoint = {
         "model_kind": run.config.model, "model_config": run.raw_model.config.to_dict(),
         "model": unwrap_model(run.raw_model).state_dict(), "optimizer": run.optimizer.state_dict(),
         "step": run.step, "data_state": run.sampler.state_dict(), "rng": capture_rng_state(),
         "tokenizer": run.tokenizer.to_json(), "train_config": run.config.to_dict(),
         "best_val_loss": run.best_val_loss, "history": run.history, "run_id": run.run_id,
     }
+    if run.mask_generator is not None:
+        checkpoint["mask_rng"] = run.mask_generator.get_state()
+    return checkpoint
+
+
+def eval_scores(run: Run, eval_set: EvalSet) -> dict[str, EvalResult]:
+    """The scores of one eval set, the run's main one first: causal bits per byte ("causal"), and
+    with the mask token the causal score over the 256 byte ids (for `both`) and the masked one."""
+    config = run.config
+    if config.objective == "clm":
+        return {"causal": evaluate(run.raw_model, eval_set.windows, run.tokenizer, config.eval_batch_size,
+                                   run.device, run.amp_dtype, eval_set.num_bytes)}
+    scores = {}
+    if config.objective == "both":
+        scores["causal"] = evaluate(ByteLogitsOnly(run.raw_model), eval_set.windows, run.tokenizer,
+                                    config.eval_batch_size, run.device, run.amp_dtype, eval_set.num_bytes)
+    scores["masked"] = masked_bits_per_byte(run.raw_model, eval_set.windows, run.mask_id, 0,
+                                            config.eval_batch_size, run.device)
+    return scores
 
 
 def evaluate_and_checkpoint(run: Run) -> None:
@@ -699,11 +765,8 @@ def evaluate_and_checkpoint(run: Run) -> None:
             dist.all_reduce(run.loss_sum_since_eval)
             run.loss_sum_since_eval /= run.ddp.world_size
         train_loss = float(run.loss_sum_since_eval) / run.steps_since_eval
-    results: list[EvalResult] = [
-        evaluate(run.raw_model, s.windows, run.tokenizer, config.eval_batch_size, run.device, run.amp_dtype,
-                 s.num_bytes)
-        for s in run.eval_sets
-    ]
+    scores = [eval_scores(run, s) for s in run.eval_sets]
+    results: list[EvalResult] = [next(iter(s.values())) for s in scores]  # the main score of each set
     if not all(math.isfinite(x) for x in (train_loss or 0.0, results[0].loss)):
         raise diverged(run, train_loss if train_loss is not None else results[0].loss)
     record = {"step": step, "train_loss": train_loss, "val_loss": results[0].loss,
@@ -713,6 +776,10 @@ def evaluate_and_checkpoint(run: Run) -> None:
     if len(run.eval_sets) > 1:
         record["val_bpb_by_corpus"] = {s.name: r.bits_per_byte for s, r in zip(run.eval_sets, results, strict=True)}
         record["val_loss_by_corpus"] = {s.name: r.loss for s, r in zip(run.eval_sets, results, strict=True)}
+    if run.on_eval is not None:
+        record.update(run.on_eval(run.raw_model, step))
+    if config.objective != "clm":
+        record.update({f"val_{name}_bpb": result.bits_per_byte for name, result in scores[0].items()})
     if run.resumed_with:
         record["resumed_with"], run.resumed_with = run.resumed_with, {}
     run.history.append(record)
@@ -773,7 +840,7 @@ def optimizer_step(run: Run) -> None:
         sync = contextlib.nullcontext() if (run.ddp.world_size == 1 or last_micro) else run.model.no_sync()
         with sync:
             with autocast():
-                _, loss = run.model(x, y)
+                loss = objective_loss(config.objective_config, run.model, x, y, run.mask_id, run.mask_generator)
             (loss / config.grad_accum).backward()
         step_loss += loss.detach() / config.grad_accum
     if config.grad_clip > 0:
@@ -856,8 +923,9 @@ def evaluate_checkpoint(ckpt_path: str | os.PathLike, data: str, device: str = "
     model, tokenizer, checkpoint = load_model(ckpt_path, torch_device)
     check_finite_weights(model, f"--ckpt: {str(ckpt_path)!r}")
     block_size = getattr(model.config, "block_size", None) or checkpoint.get("train_config", {}).get("block_size", 256)
+    objective = (checkpoint.get("train_config") or {}).get("objective", "clm")
     result, info = score_model(model, tokenizer, data, torch_device, split, block_size, max_windows, batch_size,
-                               cache_dir)
+                               cache_dir, objective)
     info.update(ckpt=str(ckpt_path), model_kind=checkpoint["model_kind"], step=int(checkpoint.get("step", 0)))
     return result, info
 
@@ -884,7 +952,9 @@ def _check_split(split: str) -> None:
 
 
 def score_model(model, tokenizer, data: str, device: torch.device, split: str, block_size: int,
-                max_windows: int | None, batch_size: int, cache_dir) -> tuple[EvalResult, dict]:
+                max_windows: int | None, batch_size: int, cache_dir, objective: str = "clm") -> tuple[EvalResult, dict]:
+    """Causal bits per byte of a model on a corpus split; for a model trained with the masked objective
+    also (`both`) or only (`mlm`) masked-byte bits per byte, in info["scores"] (the main one returned)."""
     corpus = load_corpus(data, tokenizer, resolve_cache_dir(cache_dir))
     tokens = {"val": corpus.val, "train": corpus.train}.get(split)
     if tokens is None:
@@ -892,7 +962,15 @@ def score_model(model, tokenizer, data: str, device: torch.device, split: str, b
 
         tokens = np.concatenate([np.asarray(corpus.train), np.asarray(corpus.val)])
     windows = validation_windows(tokens, block_size, max_windows, what=f"{split} part of {corpus.name}")
-    result = evaluate(model, windows, tokenizer, batch_size, device, torch.bfloat16 if device.type == "cuda" else None)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    scores = {}
+    if objective == "clm":
+        scores["causal"] = evaluate(model, windows, tokenizer, batch_size, device, amp_dtype)
+    if objective == "both":  # over the 256 byte ids: the mask's logit is dropped
+        scores["causal"] = evaluate(ByteLogitsOnly(model), windows, tokenizer, batch_size, device, amp_dtype)
+    if objective in ("mlm", "both"):
+        scores["masked"] = masked_bits_per_byte(model, windows, tokenizer.special_id(MASK_TOKEN), 0, batch_size,
+                                                device)
     info = {"data": corpus.name, "split": split, "windows": int(windows.shape[0]),
-            "block_size": int(windows.shape[1] - 1)}
-    return result, info
+            "block_size": int(windows.shape[1] - 1), "objective": objective, "scores": scores}
+    return next(iter(scores.values())), info

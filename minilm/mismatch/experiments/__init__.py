@@ -28,10 +28,12 @@ from . import (
     augmentation,
     curves,
     domain_tags,
+    finetune,
     gradient_conflict,
     lstm_vs_gpt,
     matrix,
     mixing,
+    multitask,
     ngram,
     pretrained,
     tempered_mixing,
@@ -98,6 +100,14 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("gradient_conflict", "Do the domains pull one model's weights apart? Cosines of the domains' "
                "gradients along the equal-weight mixed run, against the off-domain costs (1 model)",
                ("matrix", "mixing"), gradient_conflict, {"micro": 0.01, "cpu-quick": 0.5, "cpu": 2.5, "gpu": 2.5}),
+    Experiment("multitask", "Do GPT's causal objective and BERT's masked one conflict in one model? On one domain: "
+               "causal only, masked only, both (same weights at the start, steps, batches); each scored on both "
+               "objectives, and the cosine of their gradients along the `both` run (3 models per seed)",
+               (), multitask, {"micro": 0.02, "cpu-quick": 3, "cpu": 20, "gpu": 24}),
+    Experiment("finetune", "How many labels does a pre-trained model need to tell the domains apart? A "
+               "classifier fine-tuned with 1-256 labelled windows per domain from random weights, the mixed "
+               "causal model and a mixed masked-LM model (1 model, plus the fine-tunings)",
+               ("mixing",), finetune, {"micro": 0.02, "cpu-quick": 2.5, "cpu": 15, "gpu": 6}),
     Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
                "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
                "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
