@@ -29,6 +29,7 @@ from . import (
     curves,
     domain_tags,
     finetune,
+    fluency_novelty,
     gradient_conflict,
     lstm_vs_gpt,
     matrix,
@@ -108,6 +109,10 @@ EXPERIMENTS: list[Experiment] = [
                "classifier fine-tuned with 1-256 labelled windows per domain from random weights, the mixed "
                "causal model and a mixed masked-LM model (1 model, plus the fine-tunings)",
                ("mixing",), finetune, {"micro": 0.02, "cpu-quick": 2.5, "cpu": 15, "gpu": 6}),
+    Experiment("fluency_novelty", "Are fluency and novelty conflicting goals of generation? The transfer source's "
+               "specialist samples under temperature x top-p; novelty of the samples against their bits per byte "
+               "under the domain's Kneser-Ney n-gram (no model of its own)", ("matrix",), fluency_novelty,
+               {"micro": 0.02, "cpu-quick": 0.5, "cpu": 1, "gpu": 1}),
     Experiment("pretrained", "What does a truly pre-trained model bring, and what does fine-tuning it on one domain "
                "cost the others? A Hugging Face GPT-2 (--init-from hf:NAME_OR_DIR) scored on every domain with its "
                "own tokenizer, then fine-tuned on the --transfer target (1 model)", ("matrix",), pretrained, None,
