@@ -476,6 +476,25 @@ def test_fine_tuning_the_imported_model_lowers_its_loss(gpt2_folder, tmp_path):
     assert last["val_loss"] < first["val_loss"] - 0.5
 
 
+def test_train_py_fine_tunes_and_scores_an_hf_model_from_the_command_line(gpt2_folder, tmp_path, capsys):
+    from test_training import read_log, run_cli
+
+    folder, _ = gpt2_folder
+    (tmp_path / "text.txt").write_text(TRAINING_TEXT, encoding="utf-8")
+    common = ["--data", str(tmp_path / "text.txt"), "--block-size", "32", "--eval-windows", "8", "--threads", "1",
+              "--device", "cpu", "--cache-dir", ""]
+    status, out, err = run_cli(["--eval-only", "--hf", str(folder)] + common, capsys)
+    assert status == 0 and "bits per byte" in out, err
+    before = float(out.split("nats/token")[0].split("loss")[-1])
+    status, _, err = run_cli(["--init-from", f"hf:{folder}", "--steps", "15", "--batch-size", "8", "--lr", "3e-3",
+                              "--warmup-steps", "2", "--eval-interval", "15", "--no-progress",
+                              "--out", str(tmp_path / "run")] + common, capsys)
+    assert status == 0, err
+    log = read_log(tmp_path / "run")
+    assert abs(log[0]["val_loss"] - before) < 1e-4  # training started from the imported weights
+    assert log[-1]["step"] == 15 and log[-1]["val_loss"] < before - 0.5
+
+
 def test_a_hub_name_online_is_fetched_by_huggingface_hub_into_its_cache(gpt2_folder, monkeypatch):
     import huggingface_hub
     folder, _ = gpt2_folder
