@@ -123,10 +123,6 @@ def main(argv=None) -> int:
             raise UserError(f"--out: {str(out)!r} exists; give --overwrite to replace it")
         if not out.parent.is_dir():
             raise UserError(f"--out: the folder {str(out.parent)!r} does not exist")
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UserError("matplotlib is not installed; expected it for drawing (pip install matplotlib)") from None
         if args.text == "":
             raise UserError("--text: the text is empty; expected at least one character")
         model, tokenizer, checkpoint = load_model(args.ckpt, "cpu")
@@ -142,6 +138,10 @@ def main(argv=None) -> int:
             raise UserError(f"--layer: expected 0 .. {n_layer - 1} (the model has {n_layer} layers), got {args.layer}")
         if args.head is not None and not 0 <= args.head < n_head:
             raise UserError(f"--head: expected 0 .. {n_head - 1} (the model has {n_head} heads), got {args.head}")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError("matplotlib is not installed; expected it for drawing (pip install matplotlib)") from None
     except UserError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     causal = causal_of(checkpoint) if args.attention is None else args.attention == "causal"

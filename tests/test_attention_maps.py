@@ -83,6 +83,7 @@ def run(*argv, capsys):
 
 
 def test_the_command_writes_a_png_and_refuses_to_overwrite(ckpt, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="drawing needs the plot extra (pip install -e '.[plot]')")
     out = tmp_path / "attn.png"
     status, text, _ = run("--ckpt", ckpt, "--text", "a cat", "--out", str(out), capsys=capsys)
     assert status == 0 and "2 layer(s) x 2 head(s), 5 tokens, causal" in text

@@ -39,8 +39,9 @@ def test_each_new_experiment_has_its_section_figure_and_how_to_read_it(micro):
         assert name in report["experiments"] and name in report
         text = section(out_dir, titles[name])
         assert "**How to read it.**" in text
-        for figure in BY_NAME[name].module.FIGURES:
-            assert (out_dir / figure).is_file() and f"({figure})" in text
+        for figure in BY_NAME[name].module.FIGURES:  # drawn when matplotlib is installed, else named nowhere
+            drawn = report["plot_note"] is None
+            assert (out_dir / figure).is_file() == drawn and (f"({figure})" in text) == drawn
         assert BY_NAME[name].minutes["micro"] > 0
 
 
