@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tokenizers  # noqa: E402
+from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from minilm.bpe import BPETokenizer  # noqa: E402
@@ -64,20 +62,6 @@ def seconds(function, *args, **kwargs):
 def same_model(ours: BPETokenizer, theirs: Tokenizer) -> bool:
     mine, reference = json.loads(ours.to_json())["model"], json.loads(theirs.to_str())["model"]
     return mine["merges"] == reference["merges"] and mine["vocab"] == reference["vocab"]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{cpu}, {os.cpu_count()} cores, load average {load}; Python "
-            f"{platform.python_version()}, tokenizers {tokenizers.__version__}")
 
 
 def main() -> None:

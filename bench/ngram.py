@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 
 from minilm.data import split_point  # noqa: E402
 from minilm.ngram import KneserNeyLM  # noqa: E402
@@ -44,19 +44,6 @@ CORPORA = ["shakespeare", "bible", "wikitext", "stories", "poetry_zh", "legal"]
 QUOTED_BITS_PER_BYTE = {"shakespeare": 2.142, "bible": 1.861, "wikitext": 2.117, "stories": 1.550,
                         "poetry_zh": 2.694, "legal": 1.598}
 SCORED_BYTES = 60_000
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{cpu}, {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}"
 
 
 def train_and_held_out(name: str) -> tuple[bytes, bytes]:
