@@ -49,6 +49,38 @@ def attention_maps(model, idx: torch.Tensor, causal: bool = True) -> list[torch.
     return maps
 
 
+def head_profile(maps: list[torch.Tensor], idx: torch.Tensor, boundary_ids) -> dict[str, torch.Tensor]:
+    """Where each head puts its weight, averaged over the query positions of the texts in `idx`.
+
+    maps: `attention_maps(model, idx, causal)`, n_layer tensors (B, nh, T, T); idx (B, T) token ids;
+    boundary_ids: the ids of the tokens that end a word (space, newline). Returns four
+    (n_layer, nh) tensors, each the mean over the batch and the queries t named:
+
+        self[l, h]     = mean_t        A[l, h][t, t]
+        previous[l, h] = mean_{t >= 1} A[l, h][t, t - 1]
+        first[l, h]    = mean_{t >= 1} A[l, h][t, 0]
+        boundary[l, h] = mean_{t: b(t) exists} A[l, h][t, b(t)],  b(t) = the last s < t with idx[s] a boundary
+
+    (NaN where no query qualifies). The measures overlap: right after a space, b(t) = t - 1.
+    """
+    A = torch.stack(maps)  # (L, B, nh, T, T)
+    L, B, nh, T, _ = A.shape
+    nan = torch.full((L, nh), float("nan"), dtype=A.dtype)
+    self_weight = A.diagonal(dim1=-2, dim2=-1).mean(dim=(1, 3))  # (L, nh)
+    previous = A.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(1, 3)) if T > 1 else nan  # (L, nh)
+    first = A[..., 1:, 0].mean(dim=(1, 3)) if T > 1 else nan  # (L, nh)
+    positions = torch.arange(T).expand(B, T)  # (B, T)
+    is_boundary = torch.isin(idx.cpu(), torch.tensor(sorted(boundary_ids), dtype=idx.dtype))  # (B, T)
+    last_upto = torch.where(is_boundary, positions, -1).cummax(dim=1).values  # (B, T): last boundary <= t
+    last_before = torch.cat([torch.full((B, 1), -1), last_upto[:, :-1]], dim=1)  # (B, T): last boundary < t
+    valid = last_before >= 0  # (B, T)
+    index = last_before.clamp(min=0).view(1, B, 1, T, 1).expand(L, B, nh, T, 1)  # (L, B, nh, T, 1)
+    on_boundary = A.cpu().gather(-1, index).squeeze(-1)  # (L, B, nh, T): A[t, b(t)]
+    count = int(valid.sum())
+    boundary = (on_boundary * valid.view(1, B, 1, T)).sum(dim=(1, 3)) / count if count else nan  # (L, nh)
+    return {"self": self_weight.cpu(), "previous": previous.cpu(), "first": first.cpu(), "boundary": boundary.cpu()}
+
+
 def token_label(data: bytes) -> str:
     """How one token is written on an axis: its text, with a space as '␣', a newline as '\\n',
     and bytes that are not (yet) a whole UTF-8 character as \\xNN escapes."""

@@ -19,7 +19,7 @@ from strategies import examples, gpt_configs, random_params, seeds
 from tolerances import assert_close
 
 from minilm import GPT, GPTConfig
-from minilm.attention import attention_maps, main, token_label
+from minilm.attention import attention_maps, head_profile, main, token_label
 from minilm.checkpoint import save_checkpoint
 
 
@@ -57,6 +57,56 @@ def test_a_bidirectional_map_fills_the_square():
     random_params(model, 0)
     A = attention_maps(model, torch.tensor([[1, 2, 3, 4, 5]]), causal=False)[0]
     assert bool((A > 0).all()), "without the causal mask every token sees every other"
+
+
+def profile_by_loops(A: np.ndarray, ids: np.ndarray, boundary_ids) -> dict[str, np.ndarray]:
+    """head_profile spelled out query by query: A (L, B, nh, T, T), ids (B, T)."""
+    L, B, nh, T, _ = A.shape
+    sums = {name: np.zeros((L, nh)) for name in ("self", "previous", "first", "boundary")}
+    counts = dict.fromkeys(sums, 0)
+    for b in range(B):
+        last = -1  # the last boundary strictly before t
+        for t in range(T):
+            picks = {"self": t}
+            if t >= 1:
+                picks.update(previous=t - 1, first=0)
+            if last >= 0:
+                picks["boundary"] = last
+            for name, s in picks.items():
+                sums[name] += A[:, b, :, t, s]
+                counts[name] += 1
+            if ids[b, t] in boundary_ids:
+                last = t
+    return {name: sums[name] / counts[name] if counts[name] else np.full((L, nh), np.nan) for name in sums}
+
+
+@examples(25)
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(1, 7)), seed=seeds)
+def test_head_profile_is_the_average_of_the_named_entries(shape, seed):
+    L, B, nh, T = shape
+    rng = np.random.default_rng(seed)
+    A = rng.random((L, B, nh, T, T))  # full rows, so a wrong offset (t + 1 for t - 1) reads a nonzero entry
+    A /= A.sum(-1, keepdims=True)
+    ids = rng.integers(0, 4, size=(B, T))  # ids 0 and 1 are the boundaries: some texts have none, some many
+    got = head_profile(list(torch.from_numpy(A)), torch.from_numpy(ids), {0, 1})
+    want = profile_by_loops(A, ids, {0, 1})
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].shape == (L, nh)
+        assert np.array_equal(np.isnan(got[name].numpy()), np.isnan(want[name])), name
+        if not np.isnan(want[name]).all():
+            assert_close(got[name], torch.from_numpy(want[name]), "forward_float64", name)
+
+
+def test_head_profile_of_a_previous_token_head():
+    T = 5
+    A = torch.zeros(1, 1, 1, T, T, dtype=torch.float64)
+    A[0, 0, 0, 0, 0] = 1.0
+    A[0, 0, 0, torch.arange(1, T), torch.arange(T - 1)] = 1.0  # every query on the token before it
+    ids = torch.tensor([[5, 0, 5, 5, 5]])  # one boundary, at position 1: b(t) = 1 for t = 2, 3, 4
+    got = head_profile(list(A), ids, {0})
+    assert got["previous"].item() == 1.0 and got["first"].item() == 0.25 and got["self"].item() == 0.2
+    assert got["boundary"].item() == pytest.approx(1 / 3)  # only t = 2 looks at its previous, the space
 
 
 def test_token_labels():
