@@ -57,14 +57,14 @@ def _run_grid(config, domains, pair, experiments, parts, command, rank, world, s
     from minilm.devices import pick_device
 
     started, cpu_started = time.time(), time.process_time()
-    started_at = datetime.datetime.now().isoformat(timespec="seconds")
+    started_at, commit = datetime.datetime.now().isoformat(timespec="seconds"), source_commit()  # the code that runs
     grid = Grid(config, domains, pair, parts)
     jobs = [job for experiment in experiments for job in experiment.jobs(grid)]
     results = run_jobs(grid, jobs, parts, rank, world, say)
     if results is None:
         return None
     report = {"command": command, "config": asdict(config),
-              "started": started_at, "commit": source_commit(),
+              "started": started_at, "commit": commit,
               "machine": machine_info(str(pick_device(config.device))),
               "domains": {name: {"path": str(d.path), "train_bytes": d.train_bytes, "val_bytes": d.val_bytes,
                                  "eval_windows": int(d.eval_set.windows.shape[0]), "eval_bytes": d.eval_set.num_bytes}
